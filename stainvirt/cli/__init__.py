@@ -1,0 +1,81 @@
+"""The ``stainvirt`` command: a thin layer over the Python API.
+
+Each subcommand lives in its own module with ``register(subparsers)`` and
+``run(args) -> int``; heavy imports (TensorFlow) happen inside ``run`` so that
+``--help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+from stainvirt import __version__
+from stainvirt.errors import StainvirtError
+
+COMMANDS = ("prepare",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every subcommand registered."""
+    parser = argparse.ArgumentParser(
+        prog="stainvirt",
+        description=(
+            "Unpaired virtual staining between H&E (domain A) and IHC (domain B) with "
+            "CycleGAN. Typical use: prepare -> train -> translate -> evaluate. "
+            "Run 'stainvirt COMMAND --help' for each step."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"stainvirt {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print warnings and errors only")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        module = importlib.import_module(f"stainvirt.cli.{name}")
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    _setup_logging(args.quiet)
+    # TensorFlow's C++ start-up chatter hides our own messages.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        return int(args.func(args) or 0)
+    except StainvirtError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+class _LineFormatter(logging.Formatter):
+    """Info as plain lines, warnings and errors prefixed by their level in lower case."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.levelno >= logging.WARNING:
+            return f"{record.levelname.lower()}: {message}"
+        return message
+
+
+def _setup_logging(quiet: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_LineFormatter())
+    logger = logging.getLogger("stainvirt")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    logger.propagate = False
+
+
+if __name__ == "__main__":
+    sys.exit(main())

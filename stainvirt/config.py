@@ -1,0 +1,201 @@
+"""One frozen configuration for a CycleGAN run, its presets and its JSON form.
+
+Code names map to the paper (Zhu et al. 2017) as follows: ``G_AB`` is G
+(A -> B, H&E -> IHC), ``G_BA`` is F (B -> A), ``D_A`` judges domain A and
+``D_B`` judges domain B.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from stainvirt.errors import StainvirtError
+from stainvirt.io.atomic import atomic_write_text
+
+CONFIG_FILE = "config.json"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything needed to rebuild, train and reload a CycleGAN.
+
+    Defaults are the reference recipe ("paper" preset).
+    """
+
+    # Networks
+    image_size: int = 256
+    """Side of the square crops the networks train on."""
+    generator: str = "resnet"
+    """``resnet`` (reference) or ``unet``."""
+    ngf: int = 64
+    """Filters in the generators' first layer."""
+    n_blocks: int = 9
+    """Residual blocks in the ResNet generator (9 at 256 px, 6 at 128 px)."""
+    unet_depth: int = 8
+    """Down-sampling steps of the U-Net generator (8 for 256 px, 7 for 128 px)."""
+    upsample: str = "transpose"
+    """``transpose`` (reference) or ``resize`` (nearest upsample + conv, no checkerboard)."""
+    residual_output: bool = False
+    """Generator predicts a change to its input, so it starts as the identity."""
+    ndf: int = 64
+    """Filters in the discriminators' first layer."""
+    n_layers_d: int = 3
+    """Strided layers of the PatchGAN (3 gives the 70x70 receptive field)."""
+
+    # Losses
+    lambda_cycle: float = 10.0
+    """Weight of each cycle-consistency L1 loss."""
+    lambda_identity: float = 0.5
+    """Identity L1 weight, as a fraction of ``lambda_cycle``."""
+    pool_size: int = 50
+    """Past fakes kept for the discriminators (0 disables the pool)."""
+
+    # Optimisation
+    lr: float = 2e-4
+    """Adam learning rate of the generators."""
+    lr_d: float = 2e-4
+    """Adam learning rate of the discriminators."""
+    beta_1: float = 0.5
+    beta_2: float = 0.999
+    epochs: int = 100
+    """Epochs at the constant learning rate."""
+    epochs_decay: int = 100
+    """Further epochs over which the learning rate decays linearly to zero."""
+    steps_per_epoch: int = 0
+    """Steps per epoch; 0 means one pass over the larger training domain."""
+    batch_size: int = 1
+    """Global batch size (split across replicas)."""
+    load_size: int = 286
+    """Tiles are resized to this side before the random crop (0: crop as they are)."""
+    seed: int = 0
+    """Seeds data order, augmentation, weight init and the image pool."""
+
+    # Execution
+    jit_compile: bool = False
+    """Compile the train step with XLA."""
+    mixed_precision: bool = False
+    """float16 compute (for GPUs)."""
+    strategy: str = "auto"
+    """``auto``, ``default`` (one device), ``mirrored`` or ``multiworker``."""
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    @property
+    def total_epochs(self) -> int:
+        """Constant plus decay epochs."""
+        return self.epochs + self.epochs_decay
+
+    def replace(self, **changes: Any) -> Config:
+        """A copy with some fields changed (unknown names are a clear error)."""
+        unknown = sorted(set(changes) - {f.name for f in fields(self)})
+        if unknown:
+            raise StainvirtError(
+                f"unknown config field(s): {', '.join(unknown)}; "
+                f"known fields: {', '.join(f.name for f in fields(self))}"
+            )
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of every field."""
+        return dataclasses.asdict(self)
+
+    def save(self, folder: str | Path) -> Path:
+        """Write ``config.json`` into ``folder`` atomically and return its path."""
+        path = Path(folder) / CONFIG_FILE
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+        return path
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Config:
+        """Build from a dict, rejecting unknown fields with a clear error."""
+        return cls().replace(**values)
+
+    @classmethod
+    def load(cls, folder_or_file: str | Path) -> Config:
+        """Read ``config.json`` from a run folder (or the file itself)."""
+        path = Path(folder_or_file)
+        if path.is_dir():
+            path = path / CONFIG_FILE
+        if not path.is_file():
+            raise StainvirtError(
+                f"{path}: no config.json found; point --model at a run folder written by "
+                "'stainvirt train'"
+            )
+        try:
+            values = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise StainvirtError(f"{path}: cannot read the config ({exc}); it is corrupt") from exc
+        if not isinstance(values, dict):
+            raise StainvirtError(f"{path}: expected a JSON object of config fields")
+        return cls.from_dict(values)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The reference implementation's settings, for a GPU.
+    "paper": {},
+    # A few seconds per epoch: for tests and smoke runs.
+    "tiny": dict(
+        image_size=32, ngf=8, ndf=8, n_blocks=2, unet_depth=5, pool_size=4,
+        epochs=1, epochs_decay=1, steps_per_epoch=3, batch_size=2, load_size=0,
+    ),
+    # Fits 2 CPU cores and learns a stain mapping in minutes: small crops and
+    # batches for throughput, a generator that starts as the identity, faster
+    # learning rates. Tuned with bench/learns.py.
+    "cpu": dict(
+        image_size=64, ngf=16, ndf=32, n_blocks=6, unet_depth=6, residual_output=True,
+        upsample="resize", pool_size=50, lr=1e-3, lr_d=5e-4, epochs=20, epochs_decay=10,
+        steps_per_epoch=50, batch_size=4, load_size=0,
+    ),
+}
+
+
+def preset(name: str, **overrides: Any) -> Config:
+    """The named preset (``tiny``, ``cpu`` or ``paper``) with optional overrides."""
+    if name not in PRESETS:
+        raise StainvirtError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    return Config().replace(**{**PRESETS[name], **overrides})
+
+
+def _validate(cfg: Config) -> None:
+    def fail(msg: str) -> None:
+        raise StainvirtError(f"invalid config: {msg}")
+
+    if cfg.generator not in ("resnet", "unet"):
+        fail(f"generator must be 'resnet' or 'unet', not {cfg.generator!r}")
+    if cfg.upsample not in ("transpose", "resize"):
+        fail(f"upsample must be 'transpose' or 'resize', not {cfg.upsample!r}")
+    if cfg.strategy not in ("auto", "default", "mirrored", "multiworker"):
+        fail(f"strategy must be auto, default, mirrored or multiworker, not {cfg.strategy!r}")
+    for name in ("image_size", "ngf", "ndf", "batch_size", "n_layers_d", "unet_depth"):
+        if getattr(cfg, name) < 1:
+            fail(f"{name} must be at least 1")
+    for name in ("n_blocks", "pool_size", "epochs", "epochs_decay", "steps_per_epoch", "load_size"):
+        if getattr(cfg, name) < 0:
+            fail(f"{name} must not be negative")
+    if cfg.total_epochs < 1:
+        fail("epochs + epochs_decay must be at least 1")
+    if cfg.load_size and cfg.load_size < cfg.image_size:
+        fail(f"load_size ({cfg.load_size}) must be 0 or at least image_size ({cfg.image_size})")
+    min_size = min_image_size(cfg)
+    if cfg.image_size < min_size or cfg.image_size % _size_multiple(cfg):
+        fail(
+            f"image_size {cfg.image_size} does not fit the {cfg.generator} generator: use a "
+            f"multiple of {_size_multiple(cfg)} of at least {min_size}"
+        )
+
+
+def _size_multiple(cfg: Config) -> int:
+    """Input sides the generator maps back to the same size."""
+    return 2**cfg.unet_depth if cfg.generator == "unet" else 4
+
+
+def min_image_size(cfg: Config) -> int:
+    """Smallest square side both the generator and the PatchGAN accept."""
+    # The PatchGAN needs at least a few pixels left after its strided layers.
+    patch_min = 2 ** (cfg.n_layers_d + 2)
+    return max(patch_min, _size_multiple(cfg))

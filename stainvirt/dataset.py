@@ -1,0 +1,133 @@
+"""The prepared data set: one compressed ``.npz`` (or numbered shards) of unpaired tiles.
+
+Layout of every file (written by :mod:`stainvirt.prepare`):
+
+- ``trainA``, ``trainB``, ``testA``, ``testB``: ``(N, H, W, 3)`` uint8 tiles.
+- ``<split>_source``: the file each tile came from, relative to its input folder.
+- ``<split>_position``: ``(N, 2)`` int32 ``(y, x)`` of the tile's top-left corner.
+- ``settings``: JSON text of the settings that made it.
+
+A data set too large for one file is written as ``NAME-00000.npz``,
+``NAME-00001.npz``, ... beside where ``NAME.npz`` would be; :func:`load_prepared`
+reads either form when given ``NAME.npz``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stainvirt.errors import StainvirtError
+
+SPLITS = ("trainA", "trainB", "testA", "testB")
+
+
+@dataclass
+class PreparedData:
+    """Tiles and their provenance, per split (``trainA``, ``trainB``, ``testA``, ``testB``)."""
+
+    tiles: dict[str, np.ndarray]
+    sources: dict[str, np.ndarray]
+    positions: dict[str, np.ndarray]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def counts(self) -> dict[str, int]:
+        """Number of tiles per split."""
+        return {split: len(self.tiles[split]) for split in SPLITS}
+
+
+def shard_path(out: str | Path, index: int) -> Path:
+    """Path of shard ``index`` for the data set named by ``out`` (``NAME.npz``)."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}-{index:05d}.npz")
+
+
+def dataset_files(path: str | Path) -> list[Path]:
+    """The file(s) holding the data set named ``path``: itself, or its numbered shards.
+
+    Raises:
+        StainvirtError: if neither exists or the shard numbers have gaps.
+    """
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    pattern = re.compile(re.escape(path.stem) + r"-(\d{5})\.npz$")
+    shards = sorted(p for p in path.parent.glob(f"{path.stem}-*.npz") if pattern.match(p.name))
+    if not shards:
+        raise StainvirtError(
+            f"{path}: data set not found; create it with 'stainvirt prepare' "
+            "(or 'make prepare-data')"
+        )
+    numbers = [int(pattern.match(p.name).group(1)) for p in shards]
+    if numbers != list(range(len(shards))):
+        raise StainvirtError(
+            f"{path}: shards are incomplete (found numbers {numbers}); "
+            "run 'stainvirt prepare' again"
+        )
+    return shards
+
+
+def load_prepared(path: str | Path, splits: tuple[str, ...] = SPLITS) -> PreparedData:
+    """Load a prepared data set (single ``.npz`` or its shards) into memory.
+
+    Args:
+        path: the ``.npz`` that ``stainvirt prepare --out`` was given.
+        splits: which splits to load (others come back empty).
+
+    Raises:
+        StainvirtError: if a file is missing, not an ``.npz``, or lacks the arrays.
+    """
+    parts: dict[str, list[np.ndarray]] = {f"{s}{k}": [] for s in splits for k in ("", "_s", "_p")}
+    settings: dict[str, Any] = {}
+    for file in dataset_files(path):
+        try:
+            with np.load(file, allow_pickle=False) as npz:
+                missing = [s for s in SPLITS if s not in npz.files]
+                if missing:
+                    raise StainvirtError(
+                        f"{file}: not a stainvirt data set (missing arrays {', '.join(missing)}); "
+                        "create it with 'stainvirt prepare'"
+                    )
+                if "settings" in npz.files:
+                    settings = json.loads(str(npz["settings"]))
+                for split in splits:
+                    tiles = npz[split]
+                    if tiles.dtype != np.uint8 or tiles.ndim != 4 or tiles.shape[-1] != 3:
+                        raise StainvirtError(
+                            f"{file}: array {split} has shape {tiles.shape} and type "
+                            f"{tiles.dtype}; expected (N, H, W, 3) uint8"
+                        )
+                    parts[split].append(tiles)
+                    n = len(tiles)
+                    parts[f"{split}_s"].append(_optional(npz, f"{split}_source", np.full(n, "")))
+                    parts[f"{split}_p"].append(
+                        _optional(npz, f"{split}_position", np.zeros((n, 2), np.int32))
+                    )
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+            raise StainvirtError(
+                f"{file}: cannot read ({exc}); the file is corrupt, run 'stainvirt prepare' again"
+            ) from exc
+    empty = np.zeros((0, 1, 1, 3), np.uint8)
+    return PreparedData(
+        tiles={s: _concat(parts.get(s), empty) for s in SPLITS},
+        sources={s: _concat(parts.get(f"{s}_s"), np.zeros(0, str)) for s in SPLITS},
+        positions={s: _concat(parts.get(f"{s}_p"), np.zeros((0, 2), np.int32)) for s in SPLITS},
+        settings=settings,
+    )
+
+
+def _optional(npz: Any, key: str, default: np.ndarray) -> np.ndarray:
+    return npz[key] if key in npz.files else default
+
+
+def _concat(arrays: list[np.ndarray] | None, empty: np.ndarray) -> np.ndarray:
+    arrays = [a for a in arrays or [] if len(a)]
+    if not arrays:
+        return empty
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)

@@ -1,0 +1,1 @@
+"""Reading images of every supported kind and writing files atomically."""

@@ -1,0 +1,71 @@
+"""Atomic writes: a temporary file beside the target, then one rename.
+
+An interrupted write never leaves a truncated file where a good one was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from stainvirt.errors import StainvirtError
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; rename it onto ``target`` on success.
+
+    The temporary file keeps the target's suffix so libraries that pick a format by
+    extension (``.npz``, ``.png``, ``.keras``) write the right thing. On error the
+    temporary file is removed and ``target`` is untouched.
+
+    Raises:
+        StainvirtError: if the folder cannot be created or written.
+    """
+    tmp = temp_beside(target)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def temp_beside(target: str | Path) -> Path:
+    """Create an empty temporary file beside ``target``, with the suffix of ``target``.
+
+    Unlike a bare ``mkstemp`` file it gets the permissions a new file normally gets.
+
+    Raises:
+        StainvirtError: if the folder cannot be created or written.
+    """
+    target = Path(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(
+            prefix=f".{target.stem}.", suffix=f".tmp{''.join(target.suffixes)}", dir=target.parent
+        )
+        os.close(fd)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(name, 0o666 & ~umask)
+    except OSError as exc:
+        raise StainvirtError(
+            f"{target}: cannot write there ({exc.strerror}); choose a writable output path"
+        ) from exc
+    return Path(name)
+
+
+def atomic_write_text(target: str | Path, text: str) -> None:
+    """Write ``text`` to ``target`` atomically."""
+    with atomic_path(target) as tmp:
+        tmp.write_text(text)
+
+
+def atomic_write_bytes(target: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``target`` atomically."""
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
