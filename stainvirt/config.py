@@ -19,6 +19,11 @@ from stainvirt.io.atomic import atomic_write_text
 CONFIG_FILE = "config.json"
 
 
+def _field(default: Any, help: str) -> Any:
+    """A config field with its ``--help`` text."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
 @dataclass(frozen=True)
 class Config:
     """Everything needed to rebuild, train and reload a CycleGAN.
@@ -27,60 +32,42 @@ class Config:
     """
 
     # Networks
-    image_size: int = 256
-    """Side of the square crops the networks train on."""
-    generator: str = "resnet"
-    """``resnet`` (reference) or ``unet``."""
-    ngf: int = 64
-    """Filters in the generators' first layer."""
-    n_blocks: int = 9
-    """Residual blocks in the ResNet generator (9 at 256 px, 6 at 128 px)."""
-    unet_depth: int = 8
-    """Down-sampling steps of the U-Net generator (8 for 256 px, 7 for 128 px)."""
-    upsample: str = "transpose"
-    """``transpose`` (reference) or ``resize`` (nearest upsample + conv, no checkerboard)."""
-    residual_output: bool = False
-    """Generator predicts a change to its input, so it starts as the identity."""
-    ndf: int = 64
-    """Filters in the discriminators' first layer."""
-    n_layers_d: int = 3
-    """Strided layers of the PatchGAN (3 gives the 70x70 receptive field)."""
+    image_size: int = _field(256, "side of the square crops the networks train on")
+    generator: str = _field("resnet", "'resnet' (reference) or 'unet'")
+    ngf: int = _field(64, "filters in the generators' first layer")
+    n_blocks: int = _field(9, "residual blocks of the ResNet generator (9 at 256 px, 6 at 128)")
+    unet_depth: int = _field(8, "down-sampling steps of the U-Net (8 for 256 px, 7 for 128)")
+    upsample: str = _field(
+        "transpose", "'transpose' (reference) or 'resize' (upsample + conv: no checkerboard)"
+    )
+    dropout: bool = _field(False, "dropout 0.5 in the U-Net's inner levels (reference: off)")
+    residual_output: bool = _field(
+        False, "generators predict a change to their input, so they start as the identity"
+    )
+    ndf: int = _field(64, "filters in the discriminators' first layer")
+    n_layers_d: int = _field(3, "strided layers of the PatchGAN (3: 70x70 receptive field)")
 
     # Losses
-    lambda_cycle: float = 10.0
-    """Weight of each cycle-consistency L1 loss."""
-    lambda_identity: float = 0.5
-    """Identity L1 weight, as a fraction of ``lambda_cycle``."""
-    pool_size: int = 50
-    """Past fakes kept for the discriminators (0 disables the pool)."""
+    lambda_cycle: float = _field(10.0, "weight of each cycle-consistency L1 loss")
+    lambda_identity: float = _field(0.5, "identity L1 weight, as a fraction of lambda_cycle")
+    pool_size: int = _field(50, "past fakes kept for the discriminators (0: no pool)")
 
     # Optimisation
-    lr: float = 2e-4
-    """Adam learning rate of the generators."""
-    lr_d: float = 2e-4
-    """Adam learning rate of the discriminators."""
-    beta_1: float = 0.5
-    beta_2: float = 0.999
-    epochs: int = 100
-    """Epochs at the constant learning rate."""
-    epochs_decay: int = 100
-    """Further epochs over which the learning rate decays linearly to zero."""
-    steps_per_epoch: int = 0
-    """Steps per epoch; 0 means one pass over the larger training domain."""
-    batch_size: int = 1
-    """Global batch size (split across replicas)."""
-    load_size: int = 286
-    """Tiles are resized to this side before the random crop (0: crop as they are)."""
-    seed: int = 0
-    """Seeds data order, augmentation, weight init and the image pool."""
+    lr: float = _field(2e-4, "Adam learning rate of the generators")
+    lr_d: float = _field(2e-4, "Adam learning rate of the discriminators")
+    beta_1: float = _field(0.5, "Adam beta_1")
+    beta_2: float = _field(0.999, "Adam beta_2")
+    epochs: int = _field(100, "epochs at the constant learning rate")
+    epochs_decay: int = _field(100, "further epochs of linear learning-rate decay to zero")
+    steps_per_epoch: int = _field(0, "steps per epoch (0: one pass over the larger domain)")
+    batch_size: int = _field(1, "global batch size (split across replicas)")
+    load_size: int = _field(286, "resize tiles to this side before the random crop (0: don't)")
+    seed: int = _field(0, "seeds data order, augmentation, weight init and the image pool")
 
     # Execution
-    jit_compile: bool = False
-    """Compile the train step with XLA."""
-    mixed_precision: bool = False
-    """float16 compute (for GPUs)."""
-    strategy: str = "auto"
-    """``auto``, ``default`` (one device), ``mirrored`` or ``multiworker``."""
+    jit_compile: bool = _field(False, "compile the train step with XLA")
+    mixed_precision: bool = _field(False, "float16 compute with loss scaling (for GPUs)")
+    strategy: str = _field("auto", "'auto', 'default' (one device), 'mirrored' or 'multiworker'")
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -182,15 +169,15 @@ def _validate(cfg: Config) -> None:
     if cfg.load_size and cfg.load_size < cfg.image_size:
         fail(f"load_size ({cfg.load_size}) must be 0 or at least image_size ({cfg.image_size})")
     min_size = min_image_size(cfg)
-    if cfg.image_size < min_size or cfg.image_size % _size_multiple(cfg):
+    if cfg.image_size < min_size or cfg.image_size % size_multiple(cfg):
         fail(
             f"image_size {cfg.image_size} does not fit the {cfg.generator} generator: use a "
-            f"multiple of {_size_multiple(cfg)} of at least {min_size}"
+            f"multiple of {size_multiple(cfg)} of at least {min_size}"
         )
 
 
-def _size_multiple(cfg: Config) -> int:
-    """Input sides the generator maps back to the same size."""
+def size_multiple(cfg: Config) -> int:
+    """Image sides must be a multiple of this for the generator to keep their size."""
     return 2**cfg.unet_depth if cfg.generator == "unet" else 4
 
 
@@ -198,4 +185,4 @@ def min_image_size(cfg: Config) -> int:
     """Smallest square side both the generator and the PatchGAN accept."""
     # The PatchGAN needs at least a few pixels left after its strided layers.
     patch_min = 2 ** (cfg.n_layers_d + 2)
-    return max(patch_min, _size_multiple(cfg))
+    return max(patch_min, size_multiple(cfg))

@@ -102,11 +102,13 @@ def test_residual_output_is_finite_at_saturated_pixels(tiny):
     np.testing.assert_allclose(y, 0.999 * x, atol=1e-3)
 
 
-def test_unet_dropout_is_active_in_training_only(tiny):
+def test_unet_dropout_is_opt_in_and_active_in_training_only(tiny):
     # Depth 6 has one extra ngf*8 level, where the reference puts dropout.
     cfg = tiny.replace(generator="unet", unet_depth=6, ngf=4, image_size=64)
-    g = build_generator(cfg, name="G_AB")
     x = _images(1, 64, 64)
+    plain = build_generator(cfg, name="G_AB")
+    assert not any(isinstance(layer, keras.layers.Dropout) for layer in plain.layers)
+    g = build_generator(cfg.replace(dropout=True), name="G_AB")
     first, second = np.asarray(g(x, training=False)), np.asarray(g(x, training=False))
     np.testing.assert_array_equal(first, second)
     assert not np.allclose(np.asarray(g(x, training=True)), first)

@@ -16,12 +16,19 @@ import sys
 from stainvirt import __version__
 from stainvirt.errors import StainvirtError
 
-COMMANDS = ("prepare",)
+COMMANDS = ("prepare", "train")
+
+
+class _Parser(argparse.ArgumentParser):
+    """Reports usage mistakes as one line, like every other error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"error: {message}; see '{self.prog} --help'\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every subcommand registered."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="stainvirt",
         description=(
             "Unpaired virtual staining between H&E (domain A) and IHC (domain B) with "

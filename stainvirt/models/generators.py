@@ -94,7 +94,7 @@ def _unet_trunk(image: Any, cfg: Config, init: WeightInit) -> Any:
         x = _upsample(x, filters[i - 1], 4, cfg, init(), name=f"up{i + 1}")
         x = instance_norm(f"up{i + 1}_norm")(x)
         # Where the reference's use_dropout puts it: the extra ngf*8 levels.
-        if 4 <= i < depth - 1:
+        if cfg.dropout and 4 <= i < depth - 1:
             x = keras.layers.Dropout(0.5, name=f"up{i + 1}_dropout")(x)
         x = keras.layers.Concatenate(name=f"up{i + 1}_skip")([skips[i - 1], x])
     x = keras.layers.ReLU(name="up1_relu")(x)

@@ -1,0 +1,1 @@
+"""Training: the CycleGAN model, its data pipeline, checkpoints and ``train()``."""

@@ -1,0 +1,141 @@
+"""The CycleGAN as one ``keras.Model``: four networks and a custom ``train_step``.
+
+Paper names (Zhu et al. 2017): ``G_AB`` = G, ``G_BA`` = F, ``D_A`` = D_X,
+``D_B`` = D_Y. Losses follow the reference ``cycle_gan_model.py``: LSGAN
+adversarial, cycle L1 weighted ``lambda_cycle`` per direction, identity L1
+weighted ``lambda_identity * lambda_cycle``, discriminator loss
+``0.5 * (real + fake)`` on fakes drawn from an image pool.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from stainvirt.config import Config
+from stainvirt.models import build_discriminator, build_generator
+from stainvirt.training.pool import ImagePool
+from stainvirt.training.schedule import LinearDecay
+
+LOSS_NAMES = (
+    "G", "D_A", "D_B", "G_AB_adv", "G_BA_adv", "cycle_A", "cycle_B", "idt_A", "idt_B",
+)
+
+
+class CycleGAN(keras.Model):
+    """Holds ``G_AB``, ``G_BA``, ``D_A``, ``D_B`` and trains them with ``fit``.
+
+    Args:
+        cfg: the run's configuration.
+        steps_per_epoch: optimizer steps per epoch (for the learning-rate decay).
+    """
+
+    def __init__(self, cfg: Config, steps_per_epoch: int, **kwargs) -> None:
+        super().__init__(name="CycleGAN", **kwargs)
+        self.cfg = cfg
+        self.G_AB = build_generator(cfg, name="G_AB")
+        self.G_BA = build_generator(cfg, name="G_BA")
+        self.D_A = build_discriminator(cfg, name="D_A")
+        self.D_B = build_discriminator(cfg, name="D_B")
+        shape = (cfg.image_size, cfg.image_size, 3)
+        self.pool_A = ImagePool(cfg.pool_size, shape, seed=cfg.seed * 2 + 1, name="pool_A")
+        self.pool_B = ImagePool(cfg.pool_size, shape, seed=cfg.seed * 2 + 2, name="pool_B")
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in LOSS_NAMES}
+        self.g_schedule = LinearDecay(cfg.lr, cfg.epochs, cfg.epochs_decay, steps_per_epoch)
+        self.d_schedule = LinearDecay(cfg.lr_d, cfg.epochs, cfg.epochs_decay, steps_per_epoch)
+        self.g_optimizer = self._adam(self.g_schedule, "g_optimizer")
+        self.d_optimizer = self._adam(self.d_schedule, "d_optimizer")
+        self.built = True
+
+    def _adam(self, schedule: LinearDecay, name: str) -> keras.optimizers.Optimizer:
+        cfg = self.cfg
+        adam = keras.optimizers.Adam(schedule, beta_1=cfg.beta_1, beta_2=cfg.beta_2, name=name)
+        if cfg.mixed_precision:
+            adam = keras.optimizers.LossScaleOptimizer(adam, name=name)
+        return adam
+
+    @property
+    def generator_variables(self) -> list:
+        return self.G_AB.trainable_variables + self.G_BA.trainable_variables
+
+    @property
+    def discriminator_variables(self) -> list:
+        return self.D_A.trainable_variables + self.D_B.trainable_variables
+
+    def build_optimizers(self) -> None:
+        """Create the optimizers' slots now, so a checkpoint can be restored into them."""
+        self.g_optimizer.build(self.generator_variables)
+        self.d_optimizer.build(self.discriminator_variables)
+
+    @property
+    def steps_done(self) -> int:
+        """Training steps taken so far (the optimizers' counter, saved with the state)."""
+        return int(self.g_optimizer.iterations.numpy())
+
+    @property
+    def metrics(self) -> list:
+        return list(self.trackers.values())
+
+    def call(self, inputs, training: bool = False):
+        """Translate A -> B (so the model is callable like its main generator)."""
+        return self.G_AB(inputs, training=training)
+
+    def compile(self, jit_compile: bool | str = "auto", **kwargs) -> None:
+        """Compile for ``fit``; the losses and optimizers are built in."""
+        super().compile(jit_compile=jit_compile, **kwargs)
+
+    def train_step(self, data):
+        """One step of the reference's ``optimize_parameters``: generators, then discriminators."""
+        real_a, real_b = data
+        cfg = self.cfg
+        # Gradients from each replica are summed, so scale to the global mean.
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        step = self.g_optimizer.iterations
+        with tf.GradientTape(persistent=True) as tape:
+            fake_b = self.G_AB(real_a, training=True)
+            fake_a = self.G_BA(real_b, training=True)
+            rec_a = self.G_BA(fake_b, training=True)
+            rec_b = self.G_AB(fake_a, training=True)
+            losses = {
+                "G_AB_adv": _mse(self.D_B(fake_b, training=True), 1.0),
+                "G_BA_adv": _mse(self.D_A(fake_a, training=True), 1.0),
+                "cycle_A": _l1(rec_a, real_a) * cfg.lambda_cycle,
+                "cycle_B": _l1(rec_b, real_b) * cfg.lambda_cycle,
+            }
+            if cfg.lambda_identity > 0:
+                weight = cfg.lambda_identity * cfg.lambda_cycle
+                losses["idt_A"] = _l1(self.G_AB(real_b, training=True), real_b) * weight
+                losses["idt_B"] = _l1(self.G_BA(real_a, training=True), real_a) * weight
+            else:
+                losses["idt_A"] = losses["idt_B"] = ops.zeros(())
+            losses["G"] = ops.sum(ops.stack([losses[k] for k in LOSS_NAMES[3:]]))
+            pooled_b = self.pool_B.query(fake_b, step)
+            pooled_a = self.pool_A.query(fake_a, step)
+            losses["D_A"] = self._d_loss(self.D_A, real_a, pooled_a)
+            losses["D_B"] = self._d_loss(self.D_B, real_b, pooled_b)
+            # scale_loss is the identity unless mixed precision wraps the optimizer.
+            g_loss = self.g_optimizer.scale_loss(losses["G"] / replicas)
+            d_loss = self.d_optimizer.scale_loss((losses["D_A"] + losses["D_B"]) / replicas)
+        g_vars, d_vars = self.generator_variables, self.discriminator_variables
+        self.g_optimizer.apply(tape.gradient(g_loss, g_vars), g_vars)
+        self.d_optimizer.apply(tape.gradient(d_loss, d_vars), d_vars)
+        del tape
+        for name, tracker in self.trackers.items():
+            tracker.update_state(losses[name])
+        return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+    @staticmethod
+    def _d_loss(discriminator: keras.Model, real, fake):
+        real_loss = _mse(discriminator(real, training=True), 1.0)
+        fake_loss = _mse(discriminator(ops.stop_gradient(fake), training=True), 0.0)
+        return 0.5 * (real_loss + fake_loss)
+
+
+def _mse(prediction, target: float):
+    """LSGAN loss against a constant label."""
+    return ops.mean(ops.square(ops.cast(prediction, "float32") - target))
+
+
+def _l1(a, b):
+    return ops.mean(ops.abs(ops.cast(a, "float32") - ops.cast(b, "float32")))

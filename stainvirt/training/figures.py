@@ -1,0 +1,88 @@
+"""Pictures of a run: the per-epoch sample grid and the loss curves."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from stainvirt.io.atomic import atomic_path
+
+
+def to_uint8(images) -> np.ndarray:
+    """Images in [-1, 1] (tensor or array) to uint8."""
+    return np.clip(np.round((np.asarray(images) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def to_unit(images: np.ndarray):
+    """uint8 images to float32 in [-1, 1]."""
+    return images.astype(np.float32) / 127.5 - 1.0
+
+
+def save_sample_grid(
+    path: str | Path, g_ab, g_ba, tiles_a: np.ndarray, tiles_b: np.ndarray, title: str
+) -> None:
+    """Rows of (real A, fake B, reconstructed A) and (real B, fake A, reconstructed B).
+
+    Args:
+        path: the PNG to write (atomically).
+        g_ab: generator A -> B.
+        g_ba: generator B -> A.
+        tiles_a: uint8 domain A tiles, all one size the generators accept.
+        tiles_b: uint8 domain B tiles, likewise.
+        title: figure title (e.g. the epoch).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = []
+    for real, forward, backward, names in (
+        (tiles_a, g_ab, g_ba, ("real A (H&E)", "fake B (IHC)", "reconstructed A")),
+        (tiles_b, g_ba, g_ab, ("real B (IHC)", "fake A (H&E)", "reconstructed B")),
+    ):
+        fake = forward(to_unit(real), training=False)
+        rec = backward(fake, training=False)
+        triples = zip(real, to_uint8(fake), to_uint8(rec), strict=True)
+        rows += [(names, triple) for triple in triples]
+    fig, axes = plt.subplots(len(rows), 3, figsize=(7.5, 2.5 * len(rows)), squeeze=False)
+    for (names, images), ax_row in zip(rows, axes, strict=True):
+        for name, image, ax in zip(names, images, ax_row, strict=True):
+            ax.imshow(image)
+            ax.set_title(name, fontsize=9)
+            ax.axis("off")
+    fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=72)
+    plt.close(fig)
+
+
+def save_loss_plot(path: str | Path, rows: Sequence[dict[str, float]]) -> None:
+    """Loss curves per epoch from history rows (generators, discriminators, cycle, identity)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [row["epoch"] for row in rows]
+    panels = {
+        "generators (total)": ["G"],
+        "adversarial": ["G_AB_adv", "G_BA_adv", "D_A", "D_B"],
+        "cycle and identity": ["cycle_A", "cycle_B", "idt_A", "idt_B"],
+        "learning rate": ["lr"],
+    }
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
+    for ax, (title, keys) in zip(axes, panels.items(), strict=True):
+        for key in keys:
+            ax.plot(epochs, [row[key] for row in rows], marker="o", markersize=3, label=key)
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        if len(keys) > 1:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=72)
+    plt.close(fig)
