@@ -12,12 +12,22 @@ TEST_A ?= data/sample/testA
 TEST_B ?= data/sample/testB
 DATA ?= data/stain.npz
 PREPARE_ARGS ?= $(if $(TEST_A),--test-a $(TEST_A)) $(if $(TEST_B),--test-b $(TEST_B))
+# Training: `make train NAME=mine PRESET=paper EPOCHS=50 MINUTES=60`.
+NAME ?= cpu
+PRESET ?= cpu
+EPOCHS ?=
+MINUTES ?=
+TRAIN_ARGS ?= $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(MINUTES),--max-minutes $(MINUTES))
+# Translation and evaluation use RUN, by default the newest run folder.
+RUN ?= $(shell ls -td runs/*/ 2>/dev/null | head -n 1 | sed 's:/$$::')
+OUT ?= out
+DEMO_MINUTES ?= 3
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test prepare-data lint clean
+.PHONY: help setup gpu demo test prepare-data train translate lint clean
 
 help: ## list the targets
-	@echo "stainvirt make targets (variables: A, B, TEST_A, TEST_B, DATA):"
+	@echo "stainvirt make targets (variables: A B TEST_A TEST_B DATA NAME PRESET EPOCHS MINUTES RUN OUT)"
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  \1\t\2/' | expand -t 18
 
 $(VENV)/.installed: setup.py
@@ -28,12 +38,35 @@ $(VENV)/.installed: setup.py
 
 setup: $(VENV)/.installed ## create .venv and install stainvirt with its test tools
 
-demo: $(VENV)/.installed ## run the whole pipeline on the bundled sample data
+gpu: $(VENV)/.installed ## swap the CPU-only TensorFlow in .venv for the CUDA build (Linux)
+	$(BIN)/pip uninstall --quiet --yes tensorflow-cpu
+	$(BIN)/pip install --quiet 'tensorflow[and-cuda]>=2.16,<3'
+	$(BIN)/python -c "import tensorflow as tf; print('GPUs:', tf.config.list_physical_devices('GPU'))"
+
+demo: $(VENV)/.installed ## prepare -> train a few minutes -> translate -> figures, on the sample data
 	$(MAKE) --no-print-directory prepare-data
-	@echo "demo finished: data set in $(DATA)"
+	$(BIN)/stainvirt train --data $(DATA) --out runs/demo --max-minutes $(DEMO_MINUTES)
+	$(BIN)/stainvirt translate --direction A2B --model runs/demo $(TEST_A) \
+	    --out $(OUT)/demo/A2B --figure $(OUT)/demo/A2B_figure.png
+	$(BIN)/stainvirt translate --direction B2A --model runs/demo $(TEST_B) \
+	    --out $(OUT)/demo/B2A --figure $(OUT)/demo/B2A_figure.png
+	@echo
+	@echo "demo finished. Open:"
+	@echo "  $(OUT)/demo/A2B_figure.png   H&E -> virtual IHC -> back to H&E"
+	@echo "  $(OUT)/demo/B2A_figure.png   IHC -> virtual H&E -> back to IHC"
+	@echo "  runs/demo/samples/           one sample grid per epoch; runs/demo/losses.png"
+	@echo "Running 'make demo' again trains runs/demo $(DEMO_MINUTES) more minutes."
 
 prepare-data: $(VENV)/.installed ## pack A/B images into $(DATA) (default: the bundled sample)
 	$(BIN)/stainvirt prepare --a $(A) --b $(B) $(PREPARE_ARGS) --out $(DATA)
+
+train: $(VENV)/.installed ## train PRESET (cpu) on DATA into runs/NAME; re-run to resume
+	$(BIN)/stainvirt train --data $(DATA) --out runs/$(NAME) --preset $(PRESET) $(TRAIN_ARGS)
+
+translate: $(VENV)/.installed ## translate the sample test tiles with RUN (newest run) into OUT/
+	@test -n "$(RUN)" || { echo "error: no run under runs/; run 'make train' first" >&2; exit 1; }
+	$(BIN)/stainvirt translate --direction A2B --model $(RUN) $(TEST_A) --out $(OUT)/A2B
+	$(BIN)/stainvirt translate --direction B2A --model $(RUN) $(TEST_B) --out $(OUT)/B2A
 
 test: $(VENV)/.installed ## lint, then run the test suite (fails if no test ran)
 	$(BIN)/ruff check .
