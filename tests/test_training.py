@@ -220,3 +220,60 @@ def test_mirrored_strategy_on_two_cpus_matches_one_device(data_path, tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "replicas agree" in done.stdout
+
+
+def test_time_budget_stops_after_one_step_saved(data_path, tmp_path):
+    run = tmp_path / "run"
+    result = train(data_path, run, tiny(), max_minutes=0, verbose=0)
+    assert (result.steps_done, result.stopped) == (1, "time budget")
+    with h5py.File(run / "state.weights.h5") as f:
+        assert int(f.attrs["epoch"]) == 1
+    assert (run / "G_AB.keras").is_file() and (run / "samples" / "epoch_001.png").is_file()
+    assert train(data_path, run, None, verbose=0).steps_done == 6
+
+
+def _start_training(data_path, run, epochs):
+    import os
+
+    cmd = [sys.executable, "-m", "stainvirt", "train", "--data", str(data_path), "--out", str(run),
+           "--preset", "tiny", "--epochs", str(epochs), "--epochs-decay", "0"]
+    return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def _wait_for(path, proc, timeout=120):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "training did not checkpoint in time"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_and_kill_9_loses_at_most_one_epoch(data_path, tmp_path):
+    import signal
+
+    run = tmp_path / "run"
+    proc = _start_training(data_path, run, epochs=200)
+    _wait_for(run / "samples" / "epoch_002.png", proc)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted and saved" in out
+    with h5py.File(run / "state.weights.h5") as f:
+        saved_epoch = int(f.attrs["epoch"])
+    assert saved_epoch >= 2
+
+    proc = _start_training(data_path, run, epochs=200)
+    _wait_for(run / "samples" / f"epoch_{saved_epoch + 2:03d}.png", proc)
+    proc.kill()
+    proc.communicate()
+    rows = read_history(run / "history.csv")
+    assert [r["epoch"] for r in rows] == list(range(1, len(rows) + 1))
+    # The state on disk is complete and loads; the run continues from it.
+    resumed = train(data_path, run, tiny(epochs=200, epochs_decay=0),
+                    callbacks=[StopAt(epoch=len(rows), batch=0)], verbose=0)
+    assert resumed.steps_done >= 3 * len(rows)
+    assert not list(run.glob(".*tmp*"))

@@ -59,6 +59,14 @@ def temp_beside(target: str | Path) -> Path:
     return Path(name)
 
 
+def remove_stale_temps(folder: str | Path) -> list[Path]:
+    """Delete temporary files that an interrupted atomic write left under ``folder``."""
+    stale = [p for p in Path(folder).rglob(".*.tmp*") if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 def atomic_write_text(target: str | Path, text: str) -> None:
     """Write ``text`` to ``target`` atomically."""
     with atomic_path(target) as tmp:

@@ -18,6 +18,7 @@ import numpy as np
 from stainvirt.config import CONFIG_FILE, Config, size_multiple
 from stainvirt.dataset import load_prepared
 from stainvirt.errors import StainvirtError
+from stainvirt.io.atomic import remove_stale_temps
 from stainvirt.training.callbacks import RunCheckpoint, StopGuard, read_history
 from stainvirt.training.data import UnpairedSampler, make_dataset
 from stainvirt.training.state import STATE_FILE, load_state
@@ -152,6 +153,8 @@ def train(
         model.build_optimizers()
         model.compile(jit_compile=cfg.jit_compile)
     epochs_done = 0
+    if run_dir.is_dir():
+        remove_stale_temps(run_dir)  # left by a killed run
     if (run_dir / STATE_FILE).is_file():
         epochs_done = load_state(run_dir / STATE_FILE, model)
         log.info("resuming %s after %d epochs", run_dir, epochs_done)
