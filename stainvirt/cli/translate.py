@@ -1,0 +1,106 @@
+"""``stainvirt translate``: apply a trained generator to images and slides of any size."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from stainvirt.errors import StainvirtError
+
+FIGURE_IMAGES = 4
+LISTED_OUTPUTS = 10
+
+EXAMPLES = """\
+examples:
+  stainvirt translate --direction A2B --model runs/demo data/sample/testA --out out/translate
+  stainvirt translate --direction A2B --model runs/demo slide7.svs --out out/ --skip-background
+  stainvirt translate --direction B2A --model runs/demo 'ihc/*.png' --out out/ --format tiff \\
+      --figure out/figure.png
+
+Outputs are named after their input and direction (slide7.svs -> out/slide7_A2B.ome.tif)
+and have exactly the input's height and width. Images larger than one tile are
+translated tile by tile with overlapping, cross-faded tiles, so a slide of any
+size fits in a bounded amount of memory.
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``translate`` subcommand."""
+    p = subparsers.add_parser(
+        "translate",
+        help="translate images or slides with a trained model (H&E <-> IHC)",
+        description=(
+            "Translate PNG, JPEG, TIFF and SVS images (level 0 of a pyramid) with the "
+            "generator of a training run: A2B turns H&E into virtual IHC, B2A the reverse."
+        ),
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="image files, folders (searched recursively) or glob patterns")
+    p.add_argument("--direction", required=True, metavar="{A2B,B2A}",
+                   help="A2B: H&E -> IHC (uses G_AB.keras); B2A: IHC -> H&E (G_BA.keras)")
+    p.add_argument("--model", required=True, type=Path, metavar="RUN_DIR",
+                   help="run folder written by 'stainvirt train' (e.g. runs/NAME)")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR",
+                   help="output folder; images found in an INPUT folder keep their "
+                        "sub-folders below it")
+    p.add_argument("--tile-size", type=int, default=512, metavar="PX",
+                   help="side of the tiles large images are cut into (default: %(default)s)")
+    p.add_argument("--overlap", type=int, default=64, metavar="PX",
+                   help="pixels neighbouring tiles share and cross-fade over, smaller than "
+                        "--tile-size (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=None, metavar="N",
+                   help="tiles per generator call (default: 8 on a GPU, 1 on a CPU)")
+    p.add_argument("--format", default=None, metavar="{png,tiff}",
+                   help="png, or tiff (pyramidal OME-TIFF, tiled, for QuPath and other "
+                        "viewers; needed above 100 megapixels); default: tiff for TIFF and "
+                        "SVS inputs, png otherwise")
+    p.add_argument("--skip-background", action="store_true",
+                   help="copy tiles that are almost all glass (under 1%% tissue) through "
+                        "unchanged; faster on slides")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="exit 0 even if some images could not be read (they are still "
+                        "named in an error line each)")
+    p.add_argument("--figure", type=Path, default=None, metavar="PNG",
+                   help=f"also write a figure of the first {FIGURE_IMAGES} images: input, "
+                        "translation and round trip (needs both generators of the run)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Translate the inputs, print a summary and return the exit code."""
+    from stainvirt.translate import Translator, write_figure
+
+    translator = Translator.from_run(
+        args.model,
+        args.direction,
+        tile_size=args.tile_size,
+        overlap=args.overlap,
+        batch_size=args.batch_size,
+        skip_background=args.skip_background,
+    )
+    report = translator.translate_paths(
+        args.inputs, args.out, args.format, progress=not args.quiet
+    )
+    done = len(report.outputs)
+    rate = report.megapixels / report.seconds if report.seconds else 0.0
+    print(
+        f"translated {done} image(s), {report.megapixels:.1f} megapixels, in "
+        f"{report.seconds:.1f} s ({rate:.2f} MP/s) with {args.model}, {translator.direction}"
+    )
+    outputs = list(report.outputs.values())
+    for out in outputs[:LISTED_OUTPUTS]:
+        print(f"  {out}")
+    if len(outputs) > LISTED_OUTPUTS:
+        print(f"  ... and {len(outputs) - LISTED_OUTPUTS} more under {args.out}")
+    if args.figure and report.outputs:
+        images = list(report.outputs)[:FIGURE_IMAGES]
+        print(f"figure: {write_figure(args.model, images, args.figure, translator.direction)}")
+    if report.failures and not args.skip_bad:
+        names = ", ".join(str(path) for path, _ in report.failures)
+        raise StainvirtError(
+            f"{len(report.failures)} of {done + len(report.failures)} image(s) could not be "
+            f"translated ({names}); see the messages above, or pass --skip-bad to ignore them"
+        )
+    return 0
