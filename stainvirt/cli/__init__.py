@@ -16,7 +16,7 @@ import sys
 from stainvirt import __version__
 from stainvirt.errors import StainvirtError
 
-COMMANDS = ("prepare", "train")
+COMMANDS = ("prepare", "train", "translate", "evaluate")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -1,0 +1,461 @@
+"""Score a trained model against real images of its target domain and against the baselines.
+
+Two modes, chosen by whether the data set is registered:
+
+- Paired (``paired=True``): each source image has a registered real target of the
+  same name (BCI, MIST). Every translation is scored against its target with
+  ``paired_metrics``: PSNR, SSIM and stain-channel agreement.
+- Unpaired: the pooled colour and stain distributions of the translations are
+  compared with those of the real target set (when one is given), and each
+  source image goes round the cycle (A2B then B2A for direction A2B) to be
+  scored against itself.
+
+With ``baselines=True`` the identity (no translation) and a Reinhard colour
+transfer fitted on the target set get the same metrics, so a user sees whether
+the network beats the trivial answers.
+
+Images are streamed one at a time: only numbers, running histograms and small
+thumbnails of the current worst and best images are kept.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stainvirt.errors import StainvirtError
+from stainvirt.evaluate.baselines import ReinhardTransfer, identity
+from stainvirt.evaluate.metrics import (
+    DAB_THRESHOLD,
+    OD_BIN_WIDTH,
+    PAIRED_STAINS,
+    PSNR_CAP_DB,
+    PixelHistograms,
+    histogram_distances,
+    paired_metrics,
+    psnr,
+    ssim,
+)
+from stainvirt.io.images import list_images, read_image
+from stainvirt.translate.api import DIRECTIONS, Translator, check_direction, run_config
+from stainvirt.translate.readers import image_size
+
+log = logging.getLogger("stainvirt")
+
+MODEL, IDENTITY, REINHARD = "model", "identity", "reinhard"
+"""Names of the compared methods, as used in report keys."""
+
+PSNR_SSIM_SETTINGS = "skimage.metrics, uint8, data_range=255, channel_axis=-1, 7x7 uniform window"
+"""How PSNR and SSIM are computed (the BCI/MIST settings), written into every report."""
+
+FIGURE_IMAGES = 3
+"""Worst and best images shown in the report figure, each."""
+
+FIGURE_PANEL_PX = 256
+"""Longest side of each image panel in the figure: keeps the PNG well under 1 MB."""
+
+# Where --paired names do not match exactly, a trailing domain tag is ignored:
+# tile7_HE.png pairs with tile7_IHC.png.
+_DOMAIN_SUFFIX = re.compile(r"[_-](?:A2B|B2A|A|B|HE|IHC)$", re.IGNORECASE)
+_LISTED = 5
+
+
+@dataclass(frozen=True)
+class FigureRow:
+    """One row of the worst/best figure.
+
+    Attributes:
+        label: ``"worst 1"``, ``"best 2"``, ...
+        name: Source image name (relative to the source folder).
+        score: The model's primary metric on this image.
+        panels: Thumbnails, uint8 RGB: source, translation, and target (paired)
+            or reconstruction (unpaired).
+    """
+
+    label: str
+    name: str
+    score: float
+    panels: tuple[np.ndarray, ...]
+
+
+@dataclass
+class Evaluation:
+    """Everything one evaluation measured; :func:`write_report` turns it into files.
+
+    Attributes:
+        settings: How the numbers were made (direction, folders, mode, metric settings).
+        model_config: The run's ``config.json`` as a dict.
+        methods: Compared methods: ``model``, then ``identity`` and ``reinhard`` if run.
+        images: Per source image: ``source``, ``target`` (paired) and ``name`` paths,
+            ``height``, ``width`` and ``metrics`` (method -> metric -> value; nan
+            where undefined).
+        distances: Unpaired with a target set only: method -> Wasserstein-1
+            distances of its pooled translations to the real target set.
+        figure_rows: The worst, then the best images by the primary metric.
+        figure_titles: Column titles of the figure.
+    """
+
+    settings: dict[str, Any]
+    model_config: dict[str, Any]
+    methods: tuple[str, ...]
+    images: list[dict[str, Any]] = field(default_factory=list)
+    distances: dict[str, dict[str, float]] = field(default_factory=dict)
+    figure_rows: list[FigureRow] = field(default_factory=list)
+    figure_titles: tuple[str, ...] = ()
+
+    def per_image_metrics(self, method: str) -> list[str]:
+        """Names of the per-image metrics of ``method``, in the order they were computed."""
+        names: dict[str, None] = {}
+        for image in self.images:
+            names |= dict.fromkeys(image["metrics"].get(method, {}))
+        return list(names)
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        """Method -> metric -> mean over images (nan-aware) or set-level distance.
+
+        A metric undefined on every image has a nan mean.
+        """
+        out: dict[str, dict[str, float]] = {}
+        for method in self.methods:
+            means = {}
+            for metric in self.per_image_metrics(method):
+                values = self._values(method, metric)
+                finite = values[~np.isnan(values)]
+                means[metric] = float(finite.mean()) if finite.size else float("nan")
+            out[method] = means | self.distances.get(method, {})
+        return out
+
+    def undefined(self) -> dict[str, dict[str, int]]:
+        """Method -> metric -> number of images where it was undefined (nan); nonzero only."""
+        out: dict[str, dict[str, int]] = {}
+        for method in self.methods:
+            counts = {m: int(np.isnan(self._values(method, m)).sum())
+                      for m in self.per_image_metrics(method)}
+            if any(counts.values()):
+                out[method] = {m: n for m, n in counts.items() if n}
+        return out
+
+    def _values(self, method: str, metric: str) -> np.ndarray:
+        return np.array(
+            [image["metrics"][method][metric] for image in self.images
+             if metric in image["metrics"].get(method, {})],
+            dtype=float,
+        )
+
+
+def evaluate(
+    model: str | Path,
+    direction: str,
+    source: str | Path,
+    *,
+    target: str | Path | None = None,
+    paired: bool = False,
+    baselines: bool = False,
+    tile_size: int = 512,
+    overlap: int = 64,
+    dab_threshold: float = DAB_THRESHOLD,
+    figure_images: int = FIGURE_IMAGES,
+    progress: bool = True,
+) -> Evaluation:
+    """Translate every source image with the model and score the translations.
+
+    Args:
+        model: Run folder written by ``stainvirt train`` (``config.json``,
+            ``G_AB.keras``, ``G_BA.keras``; unpaired mode needs both generators).
+        direction: ``A2B`` (H&E -> IHC) or ``B2A`` (IHC -> H&E).
+        source: Folder of source-domain images (searched recursively).
+        target: Folder of real target-domain images: the registered targets in
+            paired mode; in unpaired mode the set the translations' distributions
+            are compared with and the Reinhard baseline is fitted on.
+        paired: Match source and target images by name and compute paired metrics.
+        baselines: Also score the identity and the Reinhard transfer (both need
+            ``target``).
+        tile_size: Tile side for images larger than one tile (see ``Translator``).
+        overlap: Overlap of neighbouring tiles.
+        dab_threshold: DAB optical density counted as DAB-positive (paired A2B).
+        figure_images: Worst and best images to keep for the figure, each.
+        progress: Show progress bars.
+
+    Returns:
+        The :class:`Evaluation`; write it with :func:`write_report`.
+
+    Raises:
+        StainvirtError: for a bad direction, missing or empty folders, unmatched
+            names or different sizes in paired mode, or a missing model.
+    """
+    from tqdm import tqdm
+
+    direction = check_direction(direction)
+    back = "B2A" if direction == "A2B" else "A2B"
+    if paired and target is None:
+        raise StainvirtError("--paired needs --target: the folder of registered real targets")
+    items, targets = _items(source, target, paired)
+    config = run_config(model).to_dict()  # checks the run folder before the slow loads
+    forward = Translator.from_run(model, direction, tile_size=tile_size, overlap=overlap)
+    backward = None if paired else Translator.from_run(
+        model, back, tile_size=tile_size, overlap=overlap
+    )
+
+    # One pass over the real target set fits the Reinhard transfer and counts
+    # the histograms the unpaired distances compare with.
+    target_hist = PixelHistograms() if targets and not paired else None
+    baseline_fns: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
+    if target_hist is not None or (baselines and targets):
+        bar = tqdm(targets, "target set", unit="image", disable=not progress)
+        real = (read_image(path) for path in bar)
+        if baselines:
+            if target_hist is not None:
+                real = _tee(real, target_hist.add)
+            reinhard = ReinhardTransfer().fit(real)
+            baseline_fns = {IDENTITY: identity, REINHARD: reinhard.apply}
+        else:
+            target_hist = PixelHistograms.of(real)
+
+    primary = "ssim" if paired else "cycle_ssim"
+    source_stain, target_stain = DIRECTIONS[direction][1:]
+    settings = {
+        "direction": direction,
+        "translation": f"{source_stain} -> {target_stain}",
+        "mode": "paired" if paired else "unpaired",
+        "model": str(model),
+        "source": str(source),
+        "target": str(target) if target is not None else None,
+        "n_images": len(items),
+        "n_target_images": len(targets),
+        "baselines_requested": baselines,
+        "baselines": list(baseline_fns),
+        "tile_size": tile_size,
+        "overlap": overlap,
+        "primary_metric": primary,
+    } | _metric_settings(direction, paired, bool(targets), dab_threshold)
+    evaluation = Evaluation(
+        settings=settings,
+        model_config=config,
+        methods=(MODEL, *baseline_fns),
+        figure_titles=(
+            f"{source_stain} source",
+            f"virtual {target_stain} ({direction})",
+            f"real {target_stain} (target)" if paired else f"reconstruction ({back})",
+        ),
+    )
+    hists = {} if target_hist is None else {m: PixelHistograms() for m in evaluation.methods}
+    extremes = _Extremes(figure_images)
+    root = Path(source)
+    bar = tqdm(items, f"evaluate {direction}", unit="image", disable=not progress)
+    for index, (src_path, tgt_path) in enumerate(bar):
+        src = read_image(src_path)
+        fake = forward.translate_array(src)
+        preds = {MODEL: fake} | {name: fn(src) for name, fn in baseline_fns.items()}
+        for name, hist in hists.items():
+            hist.add(preds[name])
+        if tgt_path is not None:
+            third = read_image(tgt_path)
+            metrics = {
+                name: paired_metrics(pred, third, direction, dab_threshold)
+                for name, pred in preds.items()
+            }
+        else:
+            third = backward.translate_array(fake)
+            metrics = {MODEL: {"cycle_psnr": psnr(third, src), "cycle_ssim": ssim(third, src)}}
+        evaluation.images.append({
+            "name": src_path.relative_to(root).as_posix(),
+            "source": str(src_path),
+            "target": str(tgt_path) if tgt_path else None,
+            "height": src.shape[0],
+            "width": src.shape[1],
+            "metrics": metrics,
+        })
+        extremes.offer(metrics[MODEL][primary], index, (src, fake, third))
+    if target_hist is not None:
+        evaluation.distances = {
+            name: histogram_distances(hist, target_hist) for name, hist in hists.items()
+        }
+    evaluation.figure_rows = extremes.rows([image["name"] for image in evaluation.images])
+    return evaluation
+
+
+def match_pairs(source: str | Path, target: str | Path) -> list[tuple[Path, Path]]:
+    """Pair the images of two folders by name, for registered (paired) data sets.
+
+    Names are paths relative to each folder without the extension, compared
+    case-sensitively (``sub/tile7.png`` pairs with ``sub/tile7.jpg``). Names that
+    do not match exactly are compared again without a trailing domain tag
+    (``_A``, ``_B``, ``_HE``, ``_IHC``, ``_A2B``, ``_B2A``, also with ``-``), so
+    ``tile7_HE.png`` pairs with ``tile7_IHC.png``. Target images without a source
+    are ignored with a warning.
+
+    Args:
+        source: Folder of source-domain images.
+        target: Folder of their registered real targets.
+
+    Returns:
+        ``(source path, target path)`` in the sorted order of the source images.
+
+    Raises:
+        StainvirtError: if a folder is missing or empty, two images in one folder
+            share a name, or a source image has no target (all are listed).
+    """
+    sources, targets = _by_name(source), _by_name(target)
+    pairs = {key: targets[key] for key in sources if key in targets}
+    left_sources = {key: _strip(key) for key in sources if key not in pairs}
+    left_targets = {key: _strip(key) for key in targets if key not in pairs}
+    # Only tags that identify one image on each side pair up.
+    once_s = {k for k, n in Counter(left_sources.values()).items() if n == 1}
+    once_t = {k for k, n in Counter(left_targets.values()).items() if n == 1}
+    by_stripped = {s: t for t, s in left_targets.items() if s in once_t}
+    for key, stripped in left_sources.items():
+        if stripped in once_s and stripped in by_stripped:
+            pairs[key] = targets[by_stripped.pop(stripped)]
+    unmatched = [key for key in sources if key not in pairs]
+    used = set(pairs.values())
+    extra = [key for key, path in targets.items() if path not in used]
+    if unmatched:
+        hint = f"; target images without a source: {_listing(extra)}" if extra else ""
+        raise StainvirtError(
+            f"--paired: {len(unmatched)} of {len(sources)} source image(s) have no target "
+            f"of the same name in {target}: {_listing(unmatched)}{hint}. Paired images "
+            "need the same file name (any extension; a trailing _A/_B/_HE/_IHC tag is "
+            "ignored); rename them, or drop --paired for unpaired metrics"
+        )
+    if extra:
+        log.warning(
+            "%s: %d target image(s) have no source image and are not used: %s",
+            target, len(extra), _listing(extra),
+        )
+    return [(sources[key], pairs[key]) for key in sources]
+
+
+def _items(
+    source: str | Path, target: str | Path | None, paired: bool
+) -> tuple[list[tuple[Path, Path | None]], list[Path]]:
+    """The source images, each with its target in paired mode (sizes checked); the targets."""
+    if not paired:
+        targets = [] if target is None else list_images(target)
+        return [(path, None) for path in list_images(source)], targets
+    pairs = match_pairs(source, target)
+    bad = []
+    for src, tgt in pairs:
+        src_size, tgt_size = image_size(src), image_size(tgt)
+        if src_size != tgt_size:
+            bad.append(f"{src.name} {_size(src_size)} vs {tgt.name} {_size(tgt_size)}")
+    if bad:
+        raise StainvirtError(
+            f"--paired: {len(bad)} pair(s) differ in size: {_listing(bad)}; paired metrics "
+            "compare registered images of the same size: crop or resize the targets to "
+            "their sources"
+        )
+    return pairs, [tgt for _, tgt in pairs]
+
+
+def _by_name(folder: str | Path) -> dict[str, Path]:
+    """Images of ``folder`` by relative path without extension; duplicate names are an error."""
+    root, named = Path(folder), {}
+    for path in list_images(folder):
+        key = path.relative_to(root).with_suffix("").as_posix()
+        if key in named:
+            raise StainvirtError(
+                f"--paired: {named[key]} and {path} have the same name, so it is unclear "
+                "which one is paired; keep one of them"
+            )
+        named[key] = path
+    return named
+
+
+def _strip(key: str) -> str:
+    return _DOMAIN_SUFFIX.sub("", key)
+
+
+def _listing(names: Sequence[str]) -> str:
+    """The first few names, and how many more."""
+    shown = ", ".join(names[:_LISTED])
+    return shown + (f" and {len(names) - _LISTED} more" if len(names) > _LISTED else "")
+
+
+def _size(height_width: tuple[int, int]) -> str:
+    return f"{height_width[0]}x{height_width[1]}"
+
+
+def _tee(images: Iterable[np.ndarray], each: Callable[[np.ndarray], None]) -> Iterator[np.ndarray]:
+    """Pass each image to ``each`` on its way through: two uses of one read."""
+    for image in images:
+        each(image)
+        yield image
+
+
+def _metric_settings(
+    direction: str, paired: bool, has_target: bool, dab_threshold: float
+) -> dict[str, Any]:
+    """How the metrics of this mode are computed, for the report."""
+    settings: dict[str, Any] = {
+        "psnr_ssim": PSNR_SSIM_SETTINGS,
+        "psnr_cap_db": PSNR_CAP_DB,
+        "stain_deconvolution": "skimage.color.rgb2hed, Ruifrok & Johnston",
+    }
+    if paired:
+        settings["stains_correlated"] = list(PAIRED_STAINS[direction])
+        if direction == "A2B":
+            settings["dab_threshold"] = dab_threshold
+    elif has_target:
+        settings["distance"] = "Wasserstein-1 between pooled pixel histograms"
+        settings["od_bin_width"] = OD_BIN_WIDTH
+    return settings
+
+
+class _Extremes:
+    """The ``k`` lowest and ``k`` highest scores seen so far, with thumbnails of their images."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self.seen = 0
+        # Heaps of (key, index, thumbnails); the worst heap keys on -score so
+        # that its root is the least bad image kept, the first to drop out.
+        self._worst: list[tuple[float, int, tuple[np.ndarray, ...]]] = []
+        self._best: list[tuple[float, int, tuple[np.ndarray, ...]]] = []
+
+    def offer(self, score: float, index: int, panels: Sequence[np.ndarray]) -> None:
+        """Keep image ``index`` if it is among the worst or best so far."""
+        if self.k < 1 or np.isnan(score):
+            return
+        self.seen += 1
+        thumbs = None
+        for heap, key in ((self._worst, -score), (self._best, score)):
+            if len(heap) < self.k or key > heap[0][0]:
+                thumbs = thumbs or tuple(_thumbnail(p) for p in panels)
+                push = heapq.heappush if len(heap) < self.k else heapq.heappushpop
+                push(heap, (key, index, thumbs))
+
+    def rows(self, names: Sequence[str]) -> list[FigureRow]:
+        """The worst images (worst first), then the best ones not already shown (best first).
+
+        With fewer than ``2 k`` images the lower half counts as the worst.
+        """
+        worst = sorted(self._worst, key=lambda item: (-item[0], item[1]))[: (self.seen + 1) // 2]
+        shown = {index for _, index, _ in worst}
+        best = sorted(
+            (item for item in self._best if item[1] not in shown),
+            key=lambda item: (-item[0], item[1]),
+        )
+        return [
+            FigureRow(f"{kind} {rank}", names[index], sign * key, thumbs)
+            for kind, sign, items in (("worst", -1.0, worst), ("best", 1.0, best))
+            for rank, (key, index, thumbs) in enumerate(items, start=1)
+        ]
+
+
+def _thumbnail(image: np.ndarray) -> np.ndarray:
+    """``image`` shrunk to at most ``FIGURE_PANEL_PX`` on its longest side."""
+    from PIL import Image
+
+    if max(image.shape[:2]) <= FIGURE_PANEL_PX:
+        return image.copy()
+    thumb = Image.fromarray(image)
+    thumb.thumbnail((FIGURE_PANEL_PX, FIGURE_PANEL_PX), Image.Resampling.LANCZOS)
+    return np.asarray(thumb)
