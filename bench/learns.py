@@ -1,0 +1,132 @@
+"""Does a preset learn a known stain mapping, and how fast? Prints PSNR/SSIM; not a test.
+
+Domain B is made from H&E by a fixed per-pixel stain mapping, so G_AB has a
+known right answer: colour deconvolution (``skimage.color.rgb2hed``) keeps the
+hematoxylin, moves the eosin optical density into the DAB channel and zeroes
+the eosin (``hed2rgb``), so pink turns brown as in a DAB IHC. The bundled H&E
+tiles (data/sample/trainA) are split: some stay H&E (domain A), the others are
+mapped (domain B), so A and B come from different tiles and training is
+unpaired. The preset trains for a bounded time, then G_AB translates the
+held-out H&E regions (data/sample/testA, cut into 256 px tiles) and is scored
+against the mapping of those regions with PSNR and SSIM as
+``stainvirt.evaluate.metrics`` computes them (skimage, uint8, data_range 255,
+7x7 window), next to the identity (output = input) and the untrained G_AB.
+
+    python bench/learns.py                     # 15 minutes of training (the comparison point)
+    python bench/learns.py --minutes 3         # a quick look
+    python bench/learns.py --preset paper --keep runs/learns-paper
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+from skimage.color import hed2rgb, rgb2hed  # noqa: E402
+
+from stainvirt.config import PRESETS, preset  # noqa: E402
+from stainvirt.evaluate.metrics import psnr, ssim  # noqa: E402
+from stainvirt.io.images import list_images, read_image  # noqa: E402
+from stainvirt.prepare import tiles_of  # noqa: E402
+from stainvirt.training.figures import to_uint8, to_unit  # noqa: E402
+
+SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
+TILE = 256
+
+
+def stain_map(rgb: np.ndarray) -> np.ndarray:
+    """The known H&E -> pseudo-IHC mapping: eosin optical density becomes DAB, per pixel."""
+    hed = rgb2hed(rgb)
+    hematoxylin, eosin = hed[..., 0], hed[..., 1]
+    return to_rgb(hed2rgb(np.stack([hematoxylin, np.zeros_like(eosin), eosin], axis=-1)))
+
+
+def to_rgb(unit: np.ndarray) -> np.ndarray:
+    """Floats in [0, 1] to uint8."""
+    return np.clip(np.round(unit * 255), 0, 255).astype(np.uint8)
+
+
+def write_data(out: Path, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Write the unpaired data set to ``out``; return the test A tiles and their targets.
+
+    The training tiles are split at random (seeded) into A and B halves; B is mapped.
+    """
+    train = np.stack([read_image(f) for f in list_images(SAMPLE / "trainA")])
+    order = np.random.default_rng(seed).permutation(len(train))
+    half = len(train) // 2
+    train_a, train_b = train[order[half:]], np.stack([stain_map(t) for t in train[order[:half]]])
+    test_a = np.stack([
+        t for f in list_images(SAMPLE / "testA") for _, _, t in tiles_of(read_image(f), TILE)
+    ])
+    test_b = np.stack([stain_map(t) for t in test_a])
+    np.savez_compressed(out, trainA=train_a, trainB=train_b, testA=test_a, testB=test_b)
+    return test_a, test_b
+
+
+def translate(model, tiles: np.ndarray) -> np.ndarray:
+    """Run a generator on uint8 tiles, one at a time, and return uint8 tiles."""
+    return np.stack([to_uint8(model(to_unit(t[None]), training=False))[0] for t in tiles])
+
+
+def scores(predicted: np.ndarray, target: np.ndarray) -> tuple[float, float]:
+    """Mean PSNR (dB) and mean SSIM over the tiles."""
+    pairs = list(zip(predicted, target, strict=True))
+    return (
+        float(np.mean([psnr(p, t) for p, t in pairs])),
+        float(np.mean([ssim(p, t) for p, t in pairs])),
+    )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--minutes", type=float, default=15.0, help="training time budget (default 15)")
+    p.add_argument("--preset", default="cpu", choices=list(PRESETS), help="preset (default cpu)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the A/B split and the run")
+    p.add_argument(
+        "--keep", type=Path, metavar="RUN_DIR",
+        help="train into this folder and keep it (a run already there is resumed)",
+    )
+    args = p.parse_args()
+
+    import keras
+
+    # Importing stainvirt.models registers the custom layers load_model needs.
+    from stainvirt.models import build_generator
+    from stainvirt.training.trainer import train
+
+    cfg = preset(args.preset, seed=args.seed)
+    with tempfile.TemporaryDirectory(prefix="learns-") as tmp:
+        data = Path(tmp) / "learns.npz"
+        test_a, target = write_data(data, args.seed)
+        rows = {
+            "identity": scores(test_a, target),
+            "untrained G_AB": scores(translate(build_generator(cfg, name="G_AB"), test_a), target),
+        }
+        run_dir = args.keep or Path(tmp) / "run"
+        started = time.monotonic()
+        result = train(data, run_dir, cfg, max_minutes=args.minutes, verbose=0)
+        minutes = (time.monotonic() - started) / 60
+        g_ab = keras.models.load_model(run_dir / "G_AB.keras", compile=False)
+        rows["trained G_AB"] = scores(translate(g_ab, test_a), target)
+
+    print(
+        f"\npreset {args.preset}, seed {args.seed}: {result.steps_done} steps "
+        f"({result.epochs_done} epochs) in {minutes:.1f} min, "
+        f"{result.steps_done / (60 * minutes):.2f} steps/s, stopped: {result.stopped}"
+    )
+    print(f"test: {len(test_a)} H&E tiles of {TILE} px against their known stain mapping")
+    print(f"{'':16}{'PSNR (dB)':>10}{'SSIM':>8}")
+    for name, (db, sim) in rows.items():
+        print(f"{name:16}{db:10.2f}{sim:8.3f}")
+    if args.keep:
+        print(f"run kept in {args.keep}")
+
+
+if __name__ == "__main__":
+    main()
