@@ -24,11 +24,11 @@ OUT ?= out
 DEMO_MINUTES ?= 3
 
 .DEFAULT_GOAL := help
-.PHONY: help setup gpu demo test prepare-data train translate lint clean
+.PHONY: help setup gpu demo test prepare-data train translate evaluate notebooks notebooks-update lint clean
 
 help: ## list the targets
 	@echo "stainvirt make targets (variables: A B TEST_A TEST_B DATA NAME PRESET EPOCHS MINUTES RUN OUT)"
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  \1\t\2/' | expand -t 18
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-17s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,7 @@ demo: $(VENV)/.installed ## prepare -> train a few minutes -> translate -> figur
 	@echo "  $(OUT)/demo/A2B_figure.png   H&E -> virtual IHC -> back to H&E"
 	@echo "  $(OUT)/demo/B2A_figure.png   IHC -> virtual H&E -> back to IHC"
 	@echo "  runs/demo/samples/           one sample grid per epoch; runs/demo/losses.png"
+	@echo "  $(OUT)/demo/A2B/, B2A/       the translated test images"
 	@echo "Running 'make demo' again trains runs/demo $(DEMO_MINUTES) more minutes."
 
 prepare-data: $(VENV)/.installed ## pack A/B images into $(DATA) (default: the bundled sample)
@@ -67,6 +68,19 @@ translate: $(VENV)/.installed ## translate the sample test tiles with RUN (newes
 	@test -n "$(RUN)" || { echo "error: no run under runs/; run 'make train' first" >&2; exit 1; }
 	$(BIN)/stainvirt translate --direction A2B --model $(RUN) $(TEST_A) --out $(OUT)/A2B
 	$(BIN)/stainvirt translate --direction B2A --model $(RUN) $(TEST_B) --out $(OUT)/B2A
+
+evaluate: $(VENV)/.installed ## score RUN (newest run) on the sample test tiles against baselines, into OUT/evaluate/
+	@test -n "$(RUN)" || { echo "error: no run under runs/; run 'make train' first" >&2; exit 1; }
+	$(BIN)/stainvirt evaluate --direction A2B --model $(RUN) --source $(TEST_A) --target $(TEST_B) \
+	    --baselines --out $(OUT)/evaluate/A2B
+	$(BIN)/stainvirt evaluate --direction B2A --model $(RUN) --source $(TEST_B) --target $(TEST_A) \
+	    --baselines --out $(OUT)/evaluate/B2A
+
+notebooks: $(VENV)/.installed ## run the walkthrough notebooks headless; fails if a cell fails
+	$(BIN)/python notebooks/run_notebooks.py
+
+notebooks-update: $(VENV)/.installed ## re-run the notebooks and save them with their outputs
+	$(BIN)/python notebooks/run_notebooks.py --inplace
 
 test: $(VENV)/.installed ## lint, then run the test suite (fails if no test ran)
 	$(BIN)/ruff check .

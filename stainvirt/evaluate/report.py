@@ -19,7 +19,8 @@ import numpy as np
 
 from stainvirt import __version__
 from stainvirt.evaluate.runner import IDENTITY, MODEL, REINHARD, Evaluation
-from stainvirt.io.atomic import atomic_path, atomic_write_text, temp_beside
+from stainvirt.io.atomic import atomic_write_text, temp_beside
+from stainvirt.plotting import save_figure
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
@@ -261,10 +262,7 @@ def write_figure(evaluation: Evaluation, path: str | Path) -> Path:
             f"{evaluation.figure_titles[0]}",
             fontsize=8,
         )
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=90)
-    return path
+    return save_figure(fig, path, dpi=90)
 
 
 def _undefined_note(evaluation: Evaluation) -> str:

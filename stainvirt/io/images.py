@@ -7,6 +7,7 @@ to 8-bit) are logged as one warning line each on the ``stainvirt`` logger.
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 from collections.abc import Iterable
@@ -64,7 +65,8 @@ def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:
         elif path.is_file():
             out.append(path)
         else:
-            matches = sorted(Path().glob(str(item))) if any(c in str(item) for c in "*?[") else []
+            pattern = str(item)
+            matches = [Path(m) for m in sorted(glob.glob(pattern, recursive=True))]
             matches = [m for m in matches if m.is_file() and is_image_file(m)]
             if not matches:
                 raise StainvirtError(f"{item}: no such file, folder or matching images")

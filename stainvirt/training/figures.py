@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stainvirt.io.atomic import atomic_path
+from stainvirt.plotting import save_figure
 
 
 def to_uint8(images) -> np.ndarray:
@@ -33,10 +33,7 @@ def save_sample_grid(
         tiles_b: uint8 domain B tiles, likewise.
         title: figure title (e.g. the epoch).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     rows = []
     for real, forward, backward, names in (
@@ -47,25 +44,20 @@ def save_sample_grid(
         rec = backward(fake, training=False)
         triples = zip(real, to_uint8(fake), to_uint8(rec), strict=True)
         rows += [(names, triple) for triple in triples]
-    fig, axes = plt.subplots(len(rows), 3, figsize=(7.5, 2.5 * len(rows)), squeeze=False)
+    fig = Figure(figsize=(7.5, 2.5 * len(rows)), layout="constrained")
+    axes = fig.subplots(len(rows), 3, squeeze=False)
     for (names, images), ax_row in zip(rows, axes, strict=True):
         for name, image, ax in zip(names, images, ax_row, strict=True):
             ax.imshow(image)
             ax.set_title(name, fontsize=9)
             ax.axis("off")
     fig.suptitle(title)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=72)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def save_loss_plot(path: str | Path, rows: Sequence[dict[str, float]]) -> None:
     """Loss curves per epoch from history rows (generators, discriminators, cycle, identity)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     epochs = [row["epoch"] for row in rows]
     panels = {
@@ -74,7 +66,8 @@ def save_loss_plot(path: str | Path, rows: Sequence[dict[str, float]]) -> None:
         "cycle and identity": ["cycle_A", "cycle_B", "idt_A", "idt_B"],
         "learning rate": ["lr"],
     }
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
+    fig = Figure(figsize=(4 * len(panels), 3.2), layout="constrained")
+    axes = fig.subplots(1, len(panels))
     for ax, (title, keys) in zip(axes, panels.items(), strict=True):
         for key in keys:
             ax.plot(epochs, [row[key] for row in rows], marker="o", markersize=3, label=key)
@@ -82,7 +75,4 @@ def save_loss_plot(path: str | Path, rows: Sequence[dict[str, float]]) -> None:
         ax.set_xlabel("epoch")
         if len(keys) > 1:
             ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=72)
-    plt.close(fig)
+    save_figure(fig, path)

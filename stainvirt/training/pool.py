@@ -62,7 +62,8 @@ class ImagePool(tf.Module):
             slot = tf.minimum(tf.cast(pick * self.size, tf.int32), self.size - 1)
             filling = count < self.size
             swap = tf.logical_and(tf.logical_not(filling), coin > 0.5)
-            old = pool[slot]
+            # gather, not pool[slot]: a tensor slice index makes XLA recompile every step.
+            old = tf.gather(pool, slot)
             where = tf.where(filling, count, slot)
             new = tf.where(tf.logical_or(filling, swap), images[i], old)
             pool = tf.tensor_scatter_nd_update(pool, [[where]], [new])

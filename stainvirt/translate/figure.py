@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stainvirt.io.atomic import atomic_path
+from stainvirt.plotting import save_figure
 from stainvirt.translate.api import DIRECTIONS, Translator, check_direction
 from stainvirt.translate.readers import open_regions
 
@@ -61,10 +61,7 @@ def write_figure(
             ax.set_title(title, fontsize=9)
             ax.axis("off")
         row[0].set_title(f"{Path(path).name}\n{titles[0]}", fontsize=9)
-    out_path = Path(out_path)
-    with atomic_path(out_path) as tmp:
-        fig.savefig(tmp, dpi=100)
-    return out_path
+    return save_figure(fig, out_path, dpi=100)
 
 
 def _central_crop(path: str | Path, side: int) -> np.ndarray:
