@@ -232,3 +232,13 @@ def test_cli_prepare_as_a_user_runs_it(tmp_path):
         [sys.executable, "-m", "stainvirt", "prepare", "--help"], capture_output=True, text=True
     ).stdout
     assert "--tile-size" in help_text and "smaller than --tile-size" in help_text
+
+
+def test_expand_inputs_takes_files_folders_and_absolute_globs(ab_folders, tmp_path):
+    from stainvirt.io.images import expand_inputs
+
+    a, b = ab_folders
+    found = expand_inputs([str(a / "*.png"), b, a / "a0.png"])
+    assert found == [a / "a0.png", a / "a1.png", b / "b0.png", b / "b1.png"]
+    with pytest.raises(StainvirtError, match="no such file, folder or matching images"):
+        expand_inputs([str(tmp_path / "none*.png")])
