@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from stainvirt.cli.options import add_tiling_options
+
 DESCRIPTION = """\
 Translate every image of --source with the run's generator and score the
 translations.
@@ -71,10 +73,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(default: 0.03, the valley between negative and positive pixels)")
     p.add_argument("--figure-images", type=int, default=3, metavar="K",
                    help="worst and best images shown in the figure, each (default: %(default)s)")
-    p.add_argument("--tile-size", type=int, default=512, metavar="PX",
-                   help="tile side for images larger than one tile (default: %(default)s)")
-    p.add_argument("--overlap", type=int, default=64, metavar="PX",
-                   help="pixels neighbouring tiles share (default: %(default)s)")
+    add_tiling_options(p)
     p.set_defaults(func=run)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from stainvirt.cli.options import add_tiling_options
 from stainvirt.errors import StainvirtError
 
 FIGURE_IMAGES = 4
@@ -45,11 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=Path, metavar="DIR",
                    help="output folder; images found in an INPUT folder keep their "
                         "sub-folders below it")
-    p.add_argument("--tile-size", type=int, default=512, metavar="PX",
-                   help="side of the tiles large images are cut into (default: %(default)s)")
-    p.add_argument("--overlap", type=int, default=64, metavar="PX",
-                   help="pixels neighbouring tiles share and cross-fade over, smaller than "
-                        "--tile-size (default: %(default)s)")
+    add_tiling_options(p)
     p.add_argument("--batch-size", type=int, default=None, metavar="N",
                    help="tiles per generator call (default: 8 on a GPU, 1 on a CPU)")
     p.add_argument("--format", default=None, metavar="{png,tiff}",
