@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,7 @@ from tqdm.auto import tqdm
 from stainvirt import __version__
 from stainvirt.dataset import SPLITS, dataset_files, shard_path
 from stainvirt.errors import StainvirtError
-from stainvirt.io.atomic import temp_beside
+from stainvirt.io.atomic import temp_beside, writable_folder
 from stainvirt.io.images import list_images, read_image
 from stainvirt.tissue import DEFAULT_MIN_TISSUE, is_tissue
 
@@ -204,7 +203,7 @@ def prepare(
     out = Path(out)
     if out.suffix != ".npz":
         raise StainvirtError(f"{out}: the output must be a .npz file name")
-    _check_writable(out.parent)
+    writable_folder(out.parent)
 
     inputs = {"trainA": Path(a), "trainB": Path(b), "testA": test_a, "testB": test_b}
     jobs: list[tuple[str, Path, Path]] = []  # (split, root folder, file)
@@ -271,14 +270,4 @@ def prepare(
         settings=settings,
     )
 
-
-def _check_writable(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as exc:
-        raise StainvirtError(
-            f"{folder}: cannot write the output there ({exc.strerror}); choose another --out"
-        ) from exc
 

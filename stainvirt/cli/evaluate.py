@@ -82,11 +82,12 @@ def run(args: argparse.Namespace) -> int:
     from stainvirt.errors import StainvirtError
     from stainvirt.evaluate import evaluate, write_report
     from stainvirt.evaluate.metrics import DAB_THRESHOLD
-    from stainvirt.evaluate.report import check_out_dir, report_table, verdict
+    from stainvirt.evaluate.report import report_table, verdict
+    from stainvirt.io.atomic import writable_folder
 
     if args.figure_images < 0:
         raise StainvirtError(f"--figure-images must be 0 or more, not {args.figure_images}")
-    check_out_dir(args.out)  # fail now, not after translating every image
+    writable_folder(args.out)  # fail now, not after translating every image
     evaluation = evaluate(
         args.model,
         args.direction,

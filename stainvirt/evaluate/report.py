@@ -19,7 +19,7 @@ import numpy as np
 
 from stainvirt import __version__
 from stainvirt.evaluate.runner import IDENTITY, MODEL, REINHARD, Evaluation
-from stainvirt.io.atomic import atomic_write_text, temp_beside
+from stainvirt.io.atomic import atomic_write_text
 from stainvirt.plotting import save_figure
 
 REPORT_JSON = "report.json"
@@ -52,15 +52,6 @@ METRICS = {
 """Every metric a report can hold, in table column order."""
 
 METHOD_LABELS = {MODEL: "model", IDENTITY: "the identity", REINHARD: "Reinhard"}
-
-
-def check_out_dir(out_dir: str | Path) -> None:
-    """Create ``out_dir`` and make sure files can be written there, before a long evaluation.
-
-    Raises:
-        StainvirtError: if the folder cannot be created or written.
-    """
-    temp_beside(Path(out_dir) / REPORT_JSON).unlink()
 
 
 def write_report(evaluation: Evaluation, out_dir: str | Path) -> dict[str, Path]:

@@ -59,6 +59,32 @@ def temp_beside(target: str | Path) -> Path:
     return Path(name)
 
 
+def writable_folder(folder: str | Path) -> Path:
+    """Create ``folder`` if needed and check that files can be written there.
+
+    Called before long work, so a bad ``--out`` fails at once, not at the end.
+
+    Raises:
+        StainvirtError: if the folder cannot be created or written.
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StainvirtError(
+            f"{folder}: cannot create the output folder ({exc.strerror}), so cannot write "
+            "there; choose a writable --out"
+        ) from exc
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise StainvirtError(
+            f"{folder}: cannot write there ({exc.strerror}); choose a writable --out"
+        ) from exc
+    return folder
+
+
 def remove_stale_temps(folder: str | Path) -> list[Path]:
     """Delete temporary files that an interrupted atomic write left under ``folder``."""
     stale = [p for p in Path(folder).rglob(".*.tmp*") if p.is_file()]

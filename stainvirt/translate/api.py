@@ -10,7 +10,6 @@ Examples:
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ import numpy as np
 
 from stainvirt.config import Config
 from stainvirt.errors import StainvirtError
+from stainvirt.io.atomic import writable_folder
 from stainvirt.io.images import TIFF_SUFFIXES, expand_inputs, to_rgb_uint8
 from stainvirt.tissue import is_tissue
 from stainvirt.training.figures import to_uint8, to_unit
@@ -231,7 +231,7 @@ class Translator:
 
         start = time.perf_counter()
         targets = self._targets(inputs, Path(out_dir), fmt)
-        _writable_folder(out_dir)
+        writable_folder(out_dir)
         report = TranslationReport()
         inputs_resolved, claimed, sizes = {p.resolve() for p in targets}, set(), {}
         for path, out in targets.items():
@@ -347,19 +347,6 @@ def _check_output(out: Path, inputs: set[Path], claimed: set[Path] = frozenset()
             f"{out}: another input of the same name translates to this file; rename one "
             "of them or translate them into separate --out folders"
         )
-
-
-def _writable_folder(folder: str | Path) -> None:
-    """Create ``folder`` if needed, or raise a clear error if it cannot be written."""
-    folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StainvirtError(
-            f"{folder}: cannot create the output folder ({exc.strerror}); choose a writable --out"
-        ) from exc
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise StainvirtError(f"{folder}: the output folder is not writable; choose another --out")
 
 
 def _default_batch_size() -> int:
