@@ -33,8 +33,8 @@ from skimage.color import hed2rgb, rgb2hed  # noqa: E402
 from stainvirt.config import PRESETS, preset  # noqa: E402
 from stainvirt.evaluate.metrics import psnr, ssim  # noqa: E402
 from stainvirt.io.images import list_images, read_image  # noqa: E402
+from stainvirt.io.scaling import to_uint8, to_unit  # noqa: E402
 from stainvirt.prepare import tiles_of  # noqa: E402
-from stainvirt.training.figures import to_uint8, to_unit  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
 TILE = 256

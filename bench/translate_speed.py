@@ -36,7 +36,7 @@ import numpy as np  # noqa: E402
 
 from stainvirt.config import preset  # noqa: E402
 from stainvirt.io.images import list_images, read_image  # noqa: E402
-from stainvirt.training.figures import to_uint8, to_unit  # noqa: E402
+from stainvirt.io.scaling import to_uint8, to_unit  # noqa: E402
 from stainvirt.translate import Tiling, Translator, seam_ratio  # noqa: E402
 from stainvirt.translate.writers import write_tiff  # noqa: E402
 

@@ -7,17 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from stainvirt.io.scaling import to_uint8, to_unit
 from stainvirt.plotting import save_figure
-
-
-def to_uint8(images) -> np.ndarray:
-    """Images in [-1, 1] (tensor or array) to uint8."""
-    return np.clip(np.round((np.asarray(images) + 1.0) * 127.5), 0, 255).astype(np.uint8)
-
-
-def to_unit(images: np.ndarray):
-    """uint8 images to float32 in [-1, 1]."""
-    return images.astype(np.float32) / 127.5 - 1.0
 
 
 def save_sample_grid(

@@ -22,8 +22,8 @@ from stainvirt.config import Config
 from stainvirt.errors import StainvirtError
 from stainvirt.io.atomic import writable_folder
 from stainvirt.io.images import TIFF_SUFFIXES, expand_inputs, to_rgb_uint8
+from stainvirt.io.scaling import to_uint8, to_unit
 from stainvirt.tissue import is_tissue
-from stainvirt.training.figures import to_uint8, to_unit
 from stainvirt.translate.readers import ArrayRegions, Regions, image_size, open_regions
 from stainvirt.translate.tiling import Tiling, pad_to
 from stainvirt.translate.writers import write_png, write_tiff
