@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import heapq
 import logging
-import re
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,9 +42,9 @@ from stainvirt.evaluate.metrics import (
     psnr,
     ssim,
 )
+from stainvirt.evaluate.pairing import checked_pairs
 from stainvirt.io.images import list_images, read_image
 from stainvirt.translate.api import DIRECTIONS, Translator, check_direction, run_config
-from stainvirt.translate.readers import image_size
 
 log = logging.getLogger("stainvirt")
 
@@ -61,11 +59,6 @@ FIGURE_IMAGES = 3
 
 FIGURE_PANEL_PX = 256
 """Longest side of each image panel in the figure: keeps the PNG well under 1 MB."""
-
-# Where --paired names do not match exactly, a trailing domain tag is ignored:
-# tile7_HE.png pairs with tile7_IHC.png.
-_DOMAIN_SUFFIX = re.compile(r"[_-](?:A2B|B2A|A|B|HE|IHC)$", re.IGNORECASE)
-_LISTED = 5
 
 
 @dataclass(frozen=True)
@@ -282,57 +275,6 @@ def evaluate(
     return evaluation
 
 
-def match_pairs(source: str | Path, target: str | Path) -> list[tuple[Path, Path]]:
-    """Pair the images of two folders by name, for registered (paired) data sets.
-
-    Names are paths relative to each folder without the extension, compared
-    case-sensitively (``sub/tile7.png`` pairs with ``sub/tile7.jpg``). Names that
-    do not match exactly are compared again without a trailing domain tag
-    (``_A``, ``_B``, ``_HE``, ``_IHC``, ``_A2B``, ``_B2A``, also with ``-``), so
-    ``tile7_HE.png`` pairs with ``tile7_IHC.png``. Target images without a source
-    are ignored with a warning.
-
-    Args:
-        source: Folder of source-domain images.
-        target: Folder of their registered real targets.
-
-    Returns:
-        ``(source path, target path)`` in the sorted order of the source images.
-
-    Raises:
-        StainvirtError: if a folder is missing or empty, two images in one folder
-            share a name, or a source image has no target (all are listed).
-    """
-    sources, targets = _by_name(source), _by_name(target)
-    pairs = {key: targets[key] for key in sources if key in targets}
-    left_sources = {key: _strip(key) for key in sources if key not in pairs}
-    left_targets = {key: _strip(key) for key in targets if key not in pairs}
-    # Only tags that identify one image on each side pair up.
-    once_s = {k for k, n in Counter(left_sources.values()).items() if n == 1}
-    once_t = {k for k, n in Counter(left_targets.values()).items() if n == 1}
-    by_stripped = {s: t for t, s in left_targets.items() if s in once_t}
-    for key, stripped in left_sources.items():
-        if stripped in once_s and stripped in by_stripped:
-            pairs[key] = targets[by_stripped.pop(stripped)]
-    unmatched = [key for key in sources if key not in pairs]
-    used = set(pairs.values())
-    extra = [key for key, path in targets.items() if path not in used]
-    if unmatched:
-        hint = f"; target images without a source: {_listing(extra)}" if extra else ""
-        raise StainvirtError(
-            f"--paired: {len(unmatched)} of {len(sources)} source image(s) have no target "
-            f"of the same name in {target}: {_listing(unmatched)}{hint}. Paired images "
-            "need the same file name (any extension; a trailing _A/_B/_HE/_IHC tag is "
-            "ignored); rename them, or drop --paired for unpaired metrics"
-        )
-    if extra:
-        log.warning(
-            "%s: %d target image(s) have no source image and are not used: %s",
-            target, len(extra), _listing(extra),
-        )
-    return [(sources[key], pairs[key]) for key in sources]
-
-
 def _items(
     source: str | Path, target: str | Path | None, paired: bool
 ) -> tuple[list[tuple[Path, Path | None]], list[Path]]:
@@ -340,47 +282,8 @@ def _items(
     if not paired:
         targets = [] if target is None else list_images(target)
         return [(path, None) for path in list_images(source)], targets
-    pairs = match_pairs(source, target)
-    bad = []
-    for src, tgt in pairs:
-        src_size, tgt_size = image_size(src), image_size(tgt)
-        if src_size != tgt_size:
-            bad.append(f"{src.name} {_size(src_size)} vs {tgt.name} {_size(tgt_size)}")
-    if bad:
-        raise StainvirtError(
-            f"--paired: {len(bad)} pair(s) differ in size: {_listing(bad)}; paired metrics "
-            "compare registered images of the same size: crop or resize the targets to "
-            "their sources"
-        )
+    pairs = checked_pairs(source, target)
     return pairs, [tgt for _, tgt in pairs]
-
-
-def _by_name(folder: str | Path) -> dict[str, Path]:
-    """Images of ``folder`` by relative path without extension; duplicate names are an error."""
-    root, named = Path(folder), {}
-    for path in list_images(folder):
-        key = path.relative_to(root).with_suffix("").as_posix()
-        if key in named:
-            raise StainvirtError(
-                f"--paired: {named[key]} and {path} have the same name, so it is unclear "
-                "which one is paired; keep one of them"
-            )
-        named[key] = path
-    return named
-
-
-def _strip(key: str) -> str:
-    return _DOMAIN_SUFFIX.sub("", key)
-
-
-def _listing(names: Sequence[str]) -> str:
-    """The first few names, and how many more."""
-    shown = ", ".join(names[:_LISTED])
-    return shown + (f" and {len(names) - _LISTED} more" if len(names) > _LISTED else "")
-
-
-def _size(height_width: tuple[int, int]) -> str:
-    return f"{height_width[0]}x{height_width[1]}"
 
 
 def _tee(images: Iterable[np.ndarray], each: Callable[[np.ndarray], None]) -> Iterator[np.ndarray]:
