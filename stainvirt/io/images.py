@@ -12,15 +12,20 @@ import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from stainvirt.errors import StainvirtError
 
+if TYPE_CHECKING:
+    import tifffile
+
 log = logging.getLogger("stainvirt")
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".svs")
 TIFF_SUFFIXES = (".tif", ".tiff", ".svs")
+_REPLACE_BAD_FILE = "remove or replace the file, or pass --skip-bad to skip such files"
 
 
 def is_image_file(path: str | Path) -> bool:
@@ -107,22 +112,42 @@ def _read_pillow(path: Path) -> np.ndarray:
             return np.asarray(img)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise StainvirtError(
-            f"{path}: not a readable image ({exc}); remove or replace the file, "
-            "or pass --skip-bad to skip such files"
+            f"{path}: not a readable image ({exc}); {_REPLACE_BAD_FILE}"
         ) from exc
 
 
-def _read_tiff(path: Path) -> np.ndarray:
+def open_tiff(path: str | Path) -> tifffile.TiffFile:
+    """Open a TIFF or SVS file that holds at least one image series.
+
+    The caller closes it, best as ``with open_tiff(path) as tif: ...``.
+
+    Raises:
+        StainvirtError: if the file is not a readable TIFF or holds no image.
+    """
     import tifffile
 
     try:
-        with tifffile.TiffFile(path) as tif:
+        tif = tifffile.TiffFile(path)
+    except Exception as exc:  # tifffile raises many exception types for bad files
+        raise _unreadable_tiff(path, exc) from exc
+    if not tif.series:
+        tif.close()
+        raise StainvirtError(f"{path}: the TIFF holds no image; {_REPLACE_BAD_FILE}")
+    return tif
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    with open_tiff(path) as tif:
+        try:
             return tif.series[0].levels[0].asarray()
-    except Exception as exc:  # tifffile and its codecs raise many exception types
-        raise StainvirtError(
-            f"{path}: not a readable TIFF ({type(exc).__name__}: {exc}); remove or replace "
-            "the file, or pass --skip-bad to skip such files"
-        ) from exc
+        except Exception as exc:  # tifffile's codecs raise many exception types too
+            raise _unreadable_tiff(path, exc) from exc
+
+
+def _unreadable_tiff(path: str | Path, exc: Exception) -> StainvirtError:
+    return StainvirtError(
+        f"{path}: not a readable TIFF ({type(exc).__name__}: {exc}); {_REPLACE_BAD_FILE}"
+    )
 
 
 def to_rgb_uint8(array: np.ndarray, name: str | Path = "image") -> np.ndarray:

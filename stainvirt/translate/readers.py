@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from stainvirt.errors import StainvirtError
-from stainvirt.io.images import TIFF_SUFFIXES, read_image
+from stainvirt.io.images import TIFF_SUFFIXES, open_tiff, read_image
 
 
 class Regions(Protocol):
@@ -149,7 +149,7 @@ def open_regions(path: str | Path) -> Iterator[Regions]:
     if not _is_tiff(path):
         yield ArrayRegions(read_image(path))
         return
-    with _open_tiff(path) as tif:
+    with open_tiff(path) as tif:
         page, mpp = _lazy_page(tif), _mpp(tif)
         if page is None:
             yield ArrayRegions(read_image(path), mpp)
@@ -167,7 +167,7 @@ def image_size(path: str | Path) -> tuple[int, int]:
     """
     path = Path(path)
     if _is_tiff(path):
-        with _open_tiff(path) as tif:
+        with open_tiff(path) as tif:
             level = tif.series[0].levels[0]
             if "Y" in level.axes and "X" in level.axes:
                 return level.shape[level.axes.index("Y")], level.shape[level.axes.index("X")]
@@ -185,22 +185,6 @@ def image_size(path: str | Path) -> tuple[int, int]:
 
 def _is_tiff(path: Path) -> bool:
     return path.suffix.lower() in TIFF_SUFFIXES and path.is_file()
-
-
-def _open_tiff(path: Path) -> Any:
-    """A ``tifffile.TiffFile`` with at least one image series."""
-    import tifffile
-
-    try:
-        tif = tifffile.TiffFile(path)
-    except Exception as exc:  # tifffile raises many exception types for bad files
-        raise StainvirtError(
-            f"{path}: not a readable TIFF ({type(exc).__name__}: {exc}); remove or replace it"
-        ) from exc
-    if not tif.series:
-        tif.close()
-        raise StainvirtError(f"{path}: the TIFF holds no image; remove or replace it")
-    return tif
 
 
 def _lazy_page(tif: Any) -> Any | None:

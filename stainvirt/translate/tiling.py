@@ -29,6 +29,10 @@ import numpy as np
 from stainvirt.config import Config, min_image_size, size_multiple
 from stainvirt.errors import StainvirtError
 
+# Benchmarked (bench/README.md): 512 px tiles run fast on a CPU; 64 px of overlap hides seams.
+DEFAULT_TILE_SIZE = 512
+DEFAULT_OVERLAP = 64
+
 
 @dataclass(frozen=True)
 class AxisPlan:
@@ -62,8 +66,8 @@ class Tiling:
         StainvirtError: if the sizes do not fit each other or the generator.
     """
 
-    tile_size: int = 512
-    overlap: int = 64
+    tile_size: int = DEFAULT_TILE_SIZE
+    overlap: int = DEFAULT_OVERLAP
     multiple: int = 4
     min_side: int = 32
 
@@ -80,7 +84,9 @@ class Tiling:
             )
 
     @classmethod
-    def for_config(cls, cfg: Config, tile_size: int = 512, overlap: int = 64) -> Tiling:
+    def for_config(
+        cls, cfg: Config, tile_size: int = DEFAULT_TILE_SIZE, overlap: int = DEFAULT_OVERLAP
+    ) -> Tiling:
         """The tiling for a generator built from ``cfg``."""
         return cls(tile_size, overlap, size_multiple(cfg), min_image_size(cfg))
 
