@@ -9,6 +9,7 @@ from stainvirt.errors import StainvirtError
 from stainvirt.evaluate.baselines import ReinhardTransfer, identity
 from stainvirt.evaluate.metrics import (
     DAB_THRESHOLD,
+    PAIRED_STAINS,
     PSNR_CAP_DB,
     PixelHistograms,
     dab_dice,
@@ -177,6 +178,19 @@ def test_paired_metrics_of_identical_images(ihc, direction, keys):
     assert set(metrics) == keys
     assert metrics["psnr"] == PSNR_CAP_DB
     assert all(v == 1.0 for k, v in metrics.items() if k != "psnr")
+
+
+@pytest.mark.parametrize("direction", ["A2B", "B2A"])
+def test_paired_metrics_equal_the_single_metrics(ihc, direction):
+    pred, target = ihc[200:264, 200:264], ihc[232:296, 216:280]  # overlapping crops
+    expected = {"psnr": psnr(pred, target), "ssim": ssim(pred, target)}
+    for stain in PAIRED_STAINS[direction]:
+        expected[f"{stain}_corr"] = stain_correlation(pred, target, stain)
+    if direction == "A2B":
+        expected["dab_dice"] = dab_dice(pred, target, threshold=0.05)
+        # A threshold that changes the result here shows that paired_metrics passes it on.
+        assert expected["dab_dice"] != dab_dice(pred, target)
+    assert paired_metrics(pred, target, direction, dab_threshold=0.05) == expected
 
 
 def test_paired_metrics_rejects_unknown_direction(ihc):

@@ -52,11 +52,22 @@ def test_test_fraction_splits_by_file(ab_folders, tmp_path):
     data = load_prepared(data_path)
     train_files = set(data.sources["trainA"].tolist())
     test_files = set(data.sources["testA"].tolist())
+    # Every file's tiles land in one split: no file straddles train and test.
     assert len(test_files) == 1 and not train_files & test_files
+    assert train_files | test_files == {"a0.png", "a1.png", "sub/a2.png"}
     assert len(set(data.sources["testB"].tolist())) == 1
-    # Same seed, same split.
-    assert split_files(list(range(10)), 0.3, 7) == split_files(list(range(10)), 0.3, 7)
-    assert split_files([1], 0.5, 0) == ([1], [])
+
+
+def test_split_files_is_complete_disjoint_and_set_by_the_seed():
+    files = [f"f{i}.png" for i in range(10)]
+    train, test = split_files(files, 0.3, seed=7)
+    assert (len(train), len(test)) == (7, 3)
+    assert sorted(train + test) == files and not set(train) & set(test)
+    assert split_files(files, 0.3, seed=7) == (train, test)
+    assert split_files(files, 0.3, seed=8)[1] != test
+    # At least one test file for any positive fraction, never all of them.
+    assert [len(split_files(files, f, seed=0)[1]) for f in (0.0, 0.01, 0.99, 1.0)] == [0, 1, 9, 9]
+    assert split_files(["only.png"], 0.5, seed=0) == (["only.png"], [])
 
 
 def test_test_folders_are_used(ab_folders, tmp_path):

@@ -59,16 +59,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--skip-bad", action="store_true",
                    help="exit 0 even if some images could not be read (they are still "
                         "named in an error line each)")
-    p.add_argument("--figure", type=Path, default=None, metavar="PNG",
+    p.add_argument("--figure", type=Path, default=None, metavar="FILE",
                    help=f"also write a figure of the first {FIGURE_IMAGES} images: input, "
-                        "translation and round trip (needs both generators of the run)")
+                        "translation and round trip (needs both generators of the run); "
+                        ".png, .pdf or .svg")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Translate the inputs, print a summary and return the exit code."""
+    from stainvirt.plotting import check_figure_path
     from stainvirt.translate import Translator, write_figure
 
+    if args.figure:
+        check_figure_path(args.figure)  # a bad name fails now, not after translating
     translator = Translator.from_run(
         args.model,
         args.direction,

@@ -126,6 +126,10 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
     return float(structural_similarity(a, b, data_range=255, channel_axis=-1))
 
 
+_ODMaps = dict[str, np.ndarray]
+"""What ``stain_od`` returns: stain name -> optical-density map."""
+
+
 def stain_od(img: np.ndarray) -> dict[str, np.ndarray]:
     """Hematoxylin, eosin and DAB optical-density maps by colour deconvolution.
 
@@ -173,7 +177,12 @@ def stain_correlation(a: np.ndarray, b: np.ndarray, stain: str) -> float:
     """
     _check_stain(stain)
     _check_pair(a, b, "stain_correlation")
-    return _pearson(stain_od(a)[stain], stain_od(b)[stain])
+    return _od_correlation(stain_od(a), stain_od(b), stain)
+
+
+def _od_correlation(od_a: _ODMaps, od_b: _ODMaps, stain: str) -> float:
+    """``stain_correlation`` on maps already from ``stain_od``."""
+    return _pearson(od_a[stain], od_b[stain])
 
 
 def dab_positive_mask(img: np.ndarray, threshold: float = DAB_THRESHOLD) -> np.ndarray:
@@ -186,7 +195,12 @@ def dab_positive_mask(img: np.ndarray, threshold: float = DAB_THRESHOLD) -> np.n
     Returns:
         ``(H, W)`` boolean mask.
     """
-    return stain_od(img)["dab"] > threshold
+    return _dab_mask(stain_od(img), threshold)
+
+
+def _dab_mask(od: _ODMaps, threshold: float) -> np.ndarray:
+    """``dab_positive_mask`` on maps already from ``stain_od``."""
+    return od["dab"] > threshold
 
 
 def dice(mask_a: np.ndarray, mask_b: np.ndarray) -> float:
@@ -217,7 +231,12 @@ def dab_dice(a: np.ndarray, b: np.ndarray, threshold: float = DAB_THRESHOLD) -> 
         Dice coefficient in [0, 1].
     """
     _check_pair(a, b, "dab_dice")
-    return dice(dab_positive_mask(a, threshold), dab_positive_mask(b, threshold))
+    return _od_dab_dice(stain_od(a), stain_od(b), threshold)
+
+
+def _od_dab_dice(od_a: _ODMaps, od_b: _ODMaps, threshold: float) -> float:
+    """``dab_dice`` on maps already from ``stain_od``."""
+    return dice(_dab_mask(od_a, threshold), _dab_mask(od_b, threshold))
 
 
 def paired_metrics(
@@ -240,11 +259,12 @@ def paired_metrics(
             f"direction {direction!r} is unknown; use A2B (H&E -> IHC) or B2A (IHC -> H&E)"
         )
     out = {"psnr": psnr(pred, target), "ssim": ssim(pred, target)}
+    # One colour deconvolution per image, shared by all stain metrics.
     od_pred, od_target = stain_od(pred), stain_od(target)
     for stain in PAIRED_STAINS[direction]:
-        out[f"{stain}_corr"] = _pearson(od_pred[stain], od_target[stain])
+        out[f"{stain}_corr"] = _od_correlation(od_pred, od_target, stain)
     if direction == "A2B":
-        out["dab_dice"] = dice(od_pred["dab"] > dab_threshold, od_target["dab"] > dab_threshold)
+        out["dab_dice"] = _od_dab_dice(od_pred, od_target, dab_threshold)
     return out
 
 

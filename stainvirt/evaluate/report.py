@@ -20,7 +20,7 @@ import numpy as np
 from stainvirt import __version__
 from stainvirt.evaluate.runner import IDENTITY, MODEL, REINHARD, Evaluation
 from stainvirt.io.atomic import atomic_write_text
-from stainvirt.plotting import save_figure
+from stainvirt.plotting import image_grid, save_figure
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
@@ -236,23 +236,15 @@ def write_figure(evaluation: Evaluation, path: str | Path) -> Path:
     Returns:
         ``path``.
     """
-    from matplotlib.figure import Figure
-
     rows = evaluation.figure_rows
-    primary = evaluation.settings["primary_metric"]
-    fig = Figure(figsize=(7.2, 2.6 * len(rows)), layout="constrained")
-    axes = fig.subplots(len(rows), 3, squeeze=False)
-    for row, ax_row in zip(rows, axes, strict=True):
-        for ax, panel, title in zip(ax_row, row.panels, evaluation.figure_titles, strict=True):
-            ax.imshow(panel)
-            ax.set_title(title, fontsize=8)
-            ax.axis("off")
-        score = METRICS[primary].fmt.format(row.score)
-        ax_row[0].set_title(
-            f"{row.label}: {row.name}\n{METRICS[primary].label} {score}\n"
-            f"{evaluation.figure_titles[0]}",
-            fontsize=8,
-        )
+    metric = METRICS[evaluation.settings["primary_metric"]]
+    fig = image_grid(
+        [row.panels for row in rows],
+        [evaluation.figure_titles] * len(rows),
+        [f"{row.label}: {row.name}\n{metric.label} {metric.fmt.format(row.score)}" for row in rows],
+        row_size=(7.2, 2.6),
+        fontsize=8,
+    )
     return save_figure(fig, path, dpi=90)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from stainvirt.io.scaling import to_uint8, to_unit
-from stainvirt.plotting import save_figure
+from stainvirt.plotting import image_grid, save_figure
 
 
 def save_sample_grid(
@@ -24,25 +24,16 @@ def save_sample_grid(
         tiles_b: uint8 domain B tiles, likewise.
         title: figure title (e.g. the epoch).
     """
-    from matplotlib.figure import Figure
-
-    rows = []
+    rows, titles = [], []
     for real, forward, backward, names in (
         (tiles_a, g_ab, g_ba, ("real A (H&E)", "fake B (IHC)", "reconstructed A")),
         (tiles_b, g_ba, g_ab, ("real B (IHC)", "fake A (H&E)", "reconstructed B")),
     ):
         fake = forward(to_unit(real), training=False)
         rec = backward(fake, training=False)
-        triples = zip(real, to_uint8(fake), to_uint8(rec), strict=True)
-        rows += [(names, triple) for triple in triples]
-    fig = Figure(figsize=(7.5, 2.5 * len(rows)), layout="constrained")
-    axes = fig.subplots(len(rows), 3, squeeze=False)
-    for (names, images), ax_row in zip(rows, axes, strict=True):
-        for name, image, ax in zip(names, images, ax_row, strict=True):
-            ax.imshow(image)
-            ax.set_title(name, fontsize=9)
-            ax.axis("off")
-    fig.suptitle(title)
+        rows += zip(real, to_uint8(fake), to_uint8(rec), strict=True)
+        titles += [names] * len(real)
+    fig = image_grid(rows, titles, row_size=(7.5, 2.5), suptitle=title)
     save_figure(fig, path)
 
 
