@@ -3,7 +3,6 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 # Data locations; override on the command line, e.g. `make prepare-data A=my/he B=my/ihc`.
 A ?= data/sample/trainA
@@ -17,9 +16,11 @@ NAME ?= cpu
 PRESET ?= cpu
 EPOCHS ?=
 MINUTES ?=
+# A resumed run trains on the data set it recorded unless DATA is given explicitly.
+TRAIN_DATA = $(if $(filter-out file,$(origin DATA)),--data $(DATA))
 TRAIN_ARGS ?= $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(MINUTES),--max-minutes $(MINUTES))
-# Translation and evaluation use RUN, by default the newest run folder.
-RUN ?= $(shell ls -td runs/*/ 2>/dev/null | head -n 1 | sed 's:/$$::')
+# Translation and evaluation use RUN, by default the run folder under runs/ trained last.
+RUN ?= $(shell $(BIN)/python -c 'from stainvirt.rundir import RunDir; r = RunDir.latest("runs"); print(r.path if r else "")' 2>/dev/null)
 OUT ?= out
 DEMO_MINUTES ?= 3
 
@@ -54,15 +55,15 @@ demo: $(VENV)/.installed ## prepare -> train a few minutes -> translate -> figur
 	@echo "demo finished. Open:"
 	@echo "  $(OUT)/demo/A2B_figure.png   H&E -> virtual IHC -> back to H&E"
 	@echo "  $(OUT)/demo/B2A_figure.png   IHC -> virtual H&E -> back to IHC"
-	@echo "  runs/demo/samples/           one sample grid per epoch; runs/demo/losses.png"
+	@echo "  runs/demo/                   the run: a sample grid per epoch, the loss curves, the models"
 	@echo "  $(OUT)/demo/A2B/, B2A/       the translated test images"
 	@echo "Running 'make demo' again trains runs/demo $(DEMO_MINUTES) more minutes."
 
 prepare-data: $(VENV)/.installed ## pack A/B images into $(DATA) (default: the bundled sample)
 	$(BIN)/stainvirt prepare --a $(A) --b $(B) $(PREPARE_ARGS) --out $(DATA)
 
-train: $(VENV)/.installed ## train PRESET (cpu) on DATA into runs/NAME; re-run to resume
-	$(BIN)/stainvirt train --data $(DATA) --out runs/$(NAME) --preset $(PRESET) $(TRAIN_ARGS)
+train: $(VENV)/.installed ## train PRESET (cpu) on DATA into runs/NAME; re-run to resume, EPOCHS=N to extend
+	$(BIN)/stainvirt train $(TRAIN_DATA) --out runs/$(NAME) --preset $(PRESET) $(TRAIN_ARGS)
 
 translate: $(VENV)/.installed ## translate the sample test tiles with RUN (newest run) into OUT/
 	@test -n "$(RUN)" || { echo "error: no run under runs/; run 'make train' first" >&2; exit 1; }

@@ -35,6 +35,7 @@ from stainvirt.evaluate.metrics import psnr, ssim  # noqa: E402
 from stainvirt.io.images import list_images, read_image  # noqa: E402
 from stainvirt.io.scaling import to_uint8, to_unit  # noqa: E402
 from stainvirt.prepare import tiles_of  # noqa: E402
+from stainvirt.rundir import RunDir  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
 TILE = 256
@@ -94,9 +95,6 @@ def main() -> None:
     )
     args = p.parse_args()
 
-    import keras
-
-    # Importing stainvirt.models registers the custom layers load_model needs.
     from stainvirt.models import build_generator
     from stainvirt.training.trainer import train
 
@@ -112,7 +110,7 @@ def main() -> None:
         started = time.monotonic()
         result = train(data, run_dir, cfg, max_minutes=args.minutes, verbose=0)
         minutes = (time.monotonic() - started) / 60
-        g_ab = keras.models.load_model(run_dir / "G_AB.keras", compile=False)
+        g_ab = RunDir(run_dir).load_generator("A2B")
         rows["trained G_AB"] = scores(translate(g_ab, test_a), target)
 
     print(

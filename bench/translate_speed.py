@@ -37,6 +37,7 @@ import numpy as np  # noqa: E402
 from stainvirt.config import preset  # noqa: E402
 from stainvirt.io.images import list_images, read_image  # noqa: E402
 from stainvirt.io.scaling import to_uint8, to_unit  # noqa: E402
+from stainvirt.rundir import DIRECTIONS, RunDir  # noqa: E402
 from stainvirt.translate import Tiling, Translator, seam_ratio  # noqa: E402
 from stainvirt.translate.writers import write_tiff  # noqa: E402
 
@@ -145,9 +146,10 @@ def peak_memory(cfg, generator, args) -> None:
     side = args.big
     with tempfile.TemporaryDirectory(prefix="stainvirt-bench-") as tmp:
         tmp = Path(tmp)
-        cfg.save(tmp)
-        for name in ("G_AB", "G_BA"):
-            generator.save(tmp / f"{name}.keras")
+        run = RunDir(tmp)
+        run.save_config(cfg)
+        for direction in DIRECTIONS:
+            run.save_generator(generator, direction)
         base, source = sample_base(), tmp / "big.tif"
         start = time.perf_counter()
         bands = (mirrored(base, min(512, side - y), side, y) for y in range(0, side, 512))

@@ -1,4 +1,4 @@
-"""One frozen configuration for a CycleGAN run, its presets and its JSON form.
+"""One frozen configuration for a CycleGAN run and its presets (saved by ``RunDir``).
 
 Code names map to the paper (Zhu et al. 2017) as follows: ``G_AB`` is G
 (A -> B, H&E -> IHC), ``G_BA`` is F (B -> A), ``D_A`` judges domain A and
@@ -8,15 +8,10 @@ Code names map to the paper (Zhu et al. 2017) as follows: ``G_AB`` is G
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, fields
-from pathlib import Path
 from typing import Any
 
 from stainvirt.errors import StainvirtError
-from stainvirt.io.atomic import atomic_write_text
-
-CONFIG_FILE = "config.json"
 
 
 def _field(default: Any, help: str) -> Any:
@@ -91,35 +86,10 @@ class Config:
         """Plain dict of every field."""
         return dataclasses.asdict(self)
 
-    def save(self, folder: str | Path) -> Path:
-        """Write ``config.json`` into ``folder`` atomically and return its path."""
-        path = Path(folder) / CONFIG_FILE
-        atomic_write_text(path, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
-        return path
-
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Config:
         """Build from a dict, rejecting unknown fields with a clear error."""
         return cls().replace(**values)
-
-    @classmethod
-    def load(cls, folder_or_file: str | Path) -> Config:
-        """Read ``config.json`` from a run folder (or the file itself)."""
-        path = Path(folder_or_file)
-        if path.is_dir():
-            path = path / CONFIG_FILE
-        if not path.is_file():
-            raise StainvirtError(
-                f"{path}: no config.json found; point --model at a run folder written by "
-                "'stainvirt train'"
-            )
-        try:
-            values = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise StainvirtError(f"{path}: cannot read the config ({exc}); it is corrupt") from exc
-        if not isinstance(values, dict):
-            raise StainvirtError(f"{path}: expected a JSON object of config fields")
-        return cls.from_dict(values)
 
 
 PRESETS: dict[str, dict[str, Any]] = {

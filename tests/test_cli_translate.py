@@ -11,16 +11,10 @@ import pytest
 import tifffile
 from conftest import REPO, save, tissue_image
 from PIL import Image
-from test_translate import make_run
 
 from stainvirt.cli import main
 
 SMALL_TILES = ["--tile-size", "64", "--overlap", "16"]
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    return make_run(tmp_path_factory.mktemp("run"))
 
 
 @pytest.fixture

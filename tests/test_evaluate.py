@@ -15,7 +15,6 @@ import pytest
 from conftest import REPO, save, tissue_image
 from skimage import data
 from test_metrics import lab_shift
-from test_translate import make_run
 
 from stainvirt.cli import main
 from stainvirt.config import preset
@@ -24,11 +23,7 @@ from stainvirt.evaluate import evaluate, match_pairs, write_report
 from stainvirt.evaluate.metrics import distribution_distances
 from stainvirt.evaluate.report import FIGURE_PNG, notes, verdict
 from stainvirt.io.images import list_images, read_image
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    return make_run(tmp_path_factory.mktemp("run"))
+from stainvirt.rundir import RunDir
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +124,17 @@ def test_unpaired_scores_distributions_and_the_cycle(run_dir, unpaired, tmp_path
     summary = result.summary()
     assert np.isnan(summary["identity"].get("cycle_ssim", np.nan))
     assert "rgb_w1" in summary["reinhard"] and "cycle_psnr" in summary["model"]
-    assert verdict(result).startswith(("the model beats", "no metric has the model ahead"))
+    # The verdict compares only the distances every method has (lower is better):
+    # a metric is named before "; it does not beat" iff the model beats both baselines on it.
+    won = {label: all(summary["model"][m] < summary[b][m] for b in ("identity", "reinhard"))
+           for m, label in (("rgb_w1", "RGB W1"), ("hematoxylin_w1", "hematoxylin W1"),
+                            ("eosin_w1", "eosin W1"), ("dab_w1", "DAB W1"))}
+    beaten, _, not_beaten = verdict(result).partition("; it does not beat ")
+    assert beaten.startswith("the model beats the identity and Reinhard on " if any(won.values())
+                             else "no metric has the model ahead of the identity and Reinhard")
+    assert {label for label in won if label in beaten} == {k for k, v in won.items() if v}
+    assert {label for label in won if label in not_beaten} == {k for k, v in won.items() if not v}
+    assert "cycle" not in verdict(result)
     report = strict_json(write_report(result, tmp_path / "out")["json"])
     assert report["settings"]["mode"] == "unpaired"
 
@@ -175,10 +180,9 @@ def test_bad_inputs_fail_with_clear_messages(run_dir, unpaired, tmp_path):
     (tmp_path / "empty").mkdir()
     save(tmp_path / "dup" / "a0.png", tissue_image(16, 16))
     save(tmp_path / "dup" / "a0.jpg", tissue_image(16, 16))
-    half_run = tmp_path / "half"
-    half_run.mkdir()
-    preset("tiny").save(half_run)
-    shutil.copy(run_dir / "G_AB.keras", half_run)
+    half_run = RunDir(tmp_path / "half")
+    half_run.save_config(preset("tiny"))
+    shutil.copy(RunDir(run_dir).generator_path("A2B"), half_run.path)
     cases = [
         (dict(direction="C2D"), "unknown direction 'C2D'"),
         (dict(paired=True, target=None), "--paired needs --target"),
@@ -188,7 +192,7 @@ def test_bad_inputs_fail_with_clear_messages(run_dir, unpaired, tmp_path):
          "differ in size: a0.png 32x32 vs a0.png 64x64"),
         (dict(paired=True, source=tmp_path / "dup"), "have the same name"),
         (dict(model=tmp_path / "no_run"), "run folder not found"),
-        (dict(model=half_run), r"G_BA.keras: model not found"),  # the cycle needs both
+        (dict(model=half_run.path), r"G_BA.keras: model not found"),  # the cycle needs both
     ]
     for changes, message in cases:
         kwargs = dict(model=run_dir, direction="A2B", source=source, target=target,

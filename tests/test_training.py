@@ -10,23 +10,14 @@ import h5py
 import keras
 import numpy as np
 import pytest
-from conftest import REPO, SAMPLE
+from conftest import REPO, start_cli_training, wait_for
 
 from stainvirt.config import Config, preset
 from stainvirt.errors import StainvirtError
-from stainvirt.prepare import prepare
-from stainvirt.training.callbacks import read_history
+from stainvirt.rundir import RunDir
 from stainvirt.training.data import UnpairedSampler
 from stainvirt.training.schedule import LinearDecay
 from stainvirt.training.trainer import train
-
-
-@pytest.fixture(scope="module")
-def data_path(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data") / "stain.npz"
-    prepare(SAMPLE / "trainA", SAMPLE / "trainB", out, test_a=SAMPLE / "testA",
-            test_b=SAMPLE / "testB", tile_size=64, progress=False)
-    return out
 
 
 def tiny(**changes) -> Config:
@@ -49,7 +40,7 @@ class StopAt(keras.callbacks.Callback):
 
 
 def state_arrays(run) -> dict[str, np.ndarray]:
-    with h5py.File(run / "state.weights.h5") as f:
+    with h5py.File(RunDir(run).state_path) as f:
         return {f"{g}/{k}": f[g][k][()] for g in f for k in f[g]}
 
 
@@ -91,24 +82,28 @@ def test_linear_decay_matches_the_reference_rule():
 
 
 def test_train_writes_a_complete_run_folder(data_path, tmp_path):
-    run = tmp_path / "run"
-    result = train(data_path, run, tiny(), verbose=0)
+    run = RunDir(tmp_path / "run")
+    result = train(data_path, run.path, tiny(), verbose=0)
     assert (result.epochs_done, result.steps_done, result.stopped) == (2, 6, "finished")
-    for name in ("config.json", "G_AB.keras", "G_BA.keras", "state.weights.h5", "history.csv",
-                 "losses.png", "samples/epoch_001.png", "samples/epoch_002.png"):
-        assert (run / name).is_file(), name
-    assert Config.load(run) == tiny()
-    history = read_history(run / "history.csv")
+    for path in (run.config_path, run.data_path, run.generator_path("A2B"),
+                 run.generator_path("B2A"), run.state_path, run.history_path, run.losses_path,
+                 run.sample_path(1), run.sample_path(2)):
+        assert path.is_file(), path
+    assert sorted(p.name for p in run.path.iterdir()) == sorted([
+        "config.json", "data.json", "G_AB.keras", "G_BA.keras", "state.h5", "history.csv",
+        "losses.png", "samples"])
+    assert run.load_config() == tiny()
+    history = run.read_history()
     assert [row["epoch"] for row in history] == [1, 2]
     assert all(np.isfinite(v) for row in history for v in row.values())
     assert history[0]["lr"] == pytest.approx(2e-4) and history[1]["lr"] == pytest.approx(1e-4)
     # The saved generator reloads on its own and translates any multiple-of-4 size.
     import stainvirt.models  # noqa: F401  (registers the custom layers)
 
-    g = keras.models.load_model(run / "G_AB.keras", compile=False)
+    g = keras.models.load_model(run.generator_path("A2B"), compile=False)
     out = np.asarray(g(np.zeros((1, 44, 36, 3), np.float32)))
     assert out.shape == (1, 44, 36, 3) and np.isfinite(out).all()
-    assert not list(run.glob(".*tmp*"))
+    assert not list(run.path.rglob(".*tmp*"))
 
 
 def test_resume_mid_epoch_gives_bitwise_identical_state(data_path, tmp_path):
@@ -124,9 +119,9 @@ def test_resume_mid_epoch_gives_bitwise_identical_state(data_path, tmp_path):
     assert a.keys() == b.keys() and any(k.startswith("g_optimizer") for k in a)
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
-    rows = read_history(resumed / "history.csv")
+    rows = RunDir(resumed).read_history()
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
-    assert [r["lr"] for r in rows] == [r["lr"] for r in read_history(straight / "history.csv")]
+    assert [r["lr"] for r in rows] == [r["lr"] for r in RunDir(straight).read_history()]
 
 
 def test_resume_refuses_a_different_config(data_path, tmp_path):
@@ -148,10 +143,10 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(data_path, tmp_pat
     run = tmp_path / "run"
     with pytest.raises(StainvirtError, match=r"diverged \(nan: .*\) at step 4"):
         train(data_path, run, tiny(), verbose=0, callbacks=[Poison()])
-    with h5py.File(run / "state.weights.h5") as f:
+    with h5py.File(RunDir(run).state_path) as f:
         assert int(f.attrs["epoch"]) == 1
         assert all(np.isfinite(f[g][k][()]).all() for g in f for k in f[g])
-    assert [r["epoch"] for r in read_history(run / "history.csv")] == [1]
+    assert [r["epoch"] for r in RunDir(run).read_history()] == [1]
 
 
 def test_bad_inputs_are_clear_errors(data_path, tmp_path):
@@ -175,7 +170,7 @@ def test_cli_train_as_a_user_runs_it(data_path, tmp_path):
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "training finished: 1 epochs, 3 steps" in done.stdout
-    assert Config.load(run).epochs_decay == 0
+    assert RunDir(run).load_config().epochs_decay == 0
     again = subprocess.run(cmd[:-4] + ["--ngf", "4"], capture_output=True, text=True, cwd=REPO)
     assert again.returncode == 1
     assert again.stderr.strip().splitlines()[-1].startswith(f"error: {run} holds a run with a "
@@ -190,18 +185,18 @@ DISTRIBUTED = textwrap.dedent("""
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import h5py, numpy as np
     from stainvirt.config import preset
-    from stainvirt.training.callbacks import read_history
+    from stainvirt.rundir import RunDir
     from stainvirt.training.trainer import train
     data, out = sys.argv[1], sys.argv[2]
     cfg = preset("tiny").replace(epochs=1, epochs_decay=0, steps_per_epoch=2, pool_size=4)
     for strategy in ("default", "mirrored"):
         train(data, f"{out}/{strategy}", cfg.replace(strategy=strategy), verbose=0)
-    one, two = (read_history(f"{out}/{s}/history.csv")[0] for s in ("default", "mirrored"))
+    one, two = (RunDir(f"{out}/{s}").read_history()[0] for s in ("default", "mirrored"))
     for key in ("G", "D_A", "D_B", "cycle_A", "idt_B"):
         assert abs(one[key] - two[key]) <= 1e-4 * max(1.0, abs(one[key])), (key, one, two)
     weights = []
     for s in ("default", "mirrored"):
-        with h5py.File(f"{out}/{s}/state.weights.h5") as f:
+        with h5py.File(RunDir(f"{out}/{s}").state_path) as f:
             weights.append(np.concatenate([f["G_AB"][k][()].ravel() for k in f["G_AB"]]))
     diff = np.abs(weights[0] - weights[1])
     # Summation order differs across replicas; Adam's first steps move each weight by about
@@ -226,54 +221,24 @@ def test_time_budget_stops_after_one_step_saved(data_path, tmp_path):
     run = tmp_path / "run"
     result = train(data_path, run, tiny(), max_minutes=0, verbose=0)
     assert (result.steps_done, result.stopped) == (1, "time budget")
-    with h5py.File(run / "state.weights.h5") as f:
+    with h5py.File(RunDir(run).state_path) as f:
         assert int(f.attrs["epoch"]) == 1
-    assert (run / "G_AB.keras").is_file() and (run / "samples" / "epoch_001.png").is_file()
+    assert RunDir(run).generator_path("A2B").is_file() and RunDir(run).sample_path(1).is_file()
     assert train(data_path, run, None, verbose=0).steps_done == 6
 
 
-def _start_training(data_path, run, epochs):
-    import os
-
-    cmd = [sys.executable, "-m", "stainvirt", "train", "--data", str(data_path), "--out", str(run),
-           "--preset", "tiny", "--epochs", str(epochs), "--epochs-decay", "0"]
-    return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-
-
-def _wait_for(path, proc, timeout=120):
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "training did not checkpoint in time"
-        time.sleep(0.2)
-
-
 @pytest.mark.slow
-def test_ctrl_c_saves_and_kill_9_loses_at_most_one_epoch(data_path, tmp_path):
-    import signal
-
-    run = tmp_path / "run"
-    proc = _start_training(data_path, run, epochs=200)
-    _wait_for(run / "samples" / "epoch_002.png", proc)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-2000:]
-    assert "interrupted and saved" in out
-    with h5py.File(run / "state.weights.h5") as f:
-        saved_epoch = int(f.attrs["epoch"])
-    assert saved_epoch >= 2
-
-    proc = _start_training(data_path, run, epochs=200)
-    _wait_for(run / "samples" / f"epoch_{saved_epoch + 2:03d}.png", proc)
+def test_kill_9_loses_at_most_one_epoch(data_path, tmp_path):
+    run = RunDir(tmp_path / "run")
+    proc = start_cli_training(data_path, run.path)
+    wait_for(run.sample_path(3), proc)
     proc.kill()
     proc.communicate()
-    rows = read_history(run / "history.csv")
+    rows = run.read_history()
+    assert len(rows) >= 3
     assert [r["epoch"] for r in rows] == list(range(1, len(rows) + 1))
     # The state on disk is complete and loads; the run continues from it.
-    resumed = train(data_path, run, tiny(epochs=200, epochs_decay=0),
-                    callbacks=[StopAt(epoch=len(rows), batch=0)], verbose=0)
-    assert resumed.steps_done >= 3 * len(rows)
-    assert not list(run.glob(".*tmp*"))
+    resumed = train(None, run.path, None, callbacks=[StopAt(epoch=len(rows), batch=0)],
+                    verbose=0)
+    assert resumed.steps_done == 3 * len(rows) + 1
+    assert not list(run.path.rglob(".*tmp*"))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +10,7 @@ import tifffile
 from conftest import SAMPLE, save, tissue_image
 from PIL import Image
 
-from stainvirt.config import Config, preset
+from stainvirt.config import preset
 from stainvirt.errors import StainvirtError
 from stainvirt.io.images import read_image
 from stainvirt.models import build_generator
@@ -19,21 +18,6 @@ from stainvirt.translate import Tiling, Translator, open_regions, seam_ratio, wr
 from stainvirt.translate.readers import RawRegions, TiffRegions
 
 SMALL_TILES = dict(tile_size=64, overlap=16)
-
-
-def make_run(folder: Path, cfg: Config | None = None) -> Path:
-    """A run folder as ``stainvirt train`` leaves it: config and both generators."""
-    cfg = cfg or preset("tiny")
-    folder.mkdir(parents=True, exist_ok=True)
-    cfg.save(folder)
-    for name in ("G_AB", "G_BA"):
-        build_generator(cfg, name).save(folder / f"{name}.keras")
-    return folder
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    return make_run(tmp_path_factory.mktemp("run"))
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ import os
 import sys
 
 from stainvirt import __version__
+from stainvirt.cli import quiet
 from stainvirt.errors import StainvirtError
 
 COMMANDS = ("prepare", "train", "translate", "evaluate")
@@ -38,6 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"stainvirt {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="print warnings and errors only")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true",
+        help="also show TensorFlow's own start-up and diagnostic lines, hidden by default "
+             "(or set STAINVIRT_VERBOSE=1)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         module = importlib.import_module(f"stainvirt.cli.{name}")
@@ -46,15 +52,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the process exit code."""
+    """Run the command line; returns the process exit code.
+
+    Args:
+        argv: the arguments; None reads them from ``sys.argv``, as the
+            ``stainvirt`` command does, and then also keeps TensorFlow's native
+            start-up chatter off stderr (see :mod:`stainvirt.cli.quiet`).
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
     _setup_logging(args.quiet)
-    # TensorFlow's C++ start-up chatter hides our own messages.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if not (args.verbose or quiet.verbose_requested()):
+        # Hides TensorFlow's informational C++ lines; errors still pass to the filter.
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        if argv is None:
+            quiet.filter_native_stderr()
     try:
         return int(args.func(args) or 0)
     except StainvirtError as exc:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import signal
+from collections.abc import Iterator
 
 from stainvirt.config import PRESETS, Config
 
@@ -17,22 +20,37 @@ Presets: 'cpu' (default: fits 2 CPU cores, learns a colour mapping in minutes),
 'paper' (the reference CycleGAN settings, for a GPU), 'tiny' (smoke tests).
 Every config field can be overridden with its own option below.
 
-The run folder (--out) gets config.json, G_AB.keras and G_BA.keras (for
-'stainvirt translate'), the full training state (state.weights.h5),
-history.csv, losses.png and samples/epoch_NNN.png (real, fake and
-reconstructed tiles after each epoch). Everything is written atomically at the
-end of each epoch, on Ctrl-C, and when --max-minutes runs out. Running the same
-command again (or --resume) continues exactly where it stopped: same epoch,
-optimizer state and learning rate.
+The run folder (--out) gets config.json, data.json (which data set trained it:
+path, tile counts, content fingerprint), G_AB.keras and G_BA.keras (for
+'stainvirt translate'), the full training state (state.h5), history.csv,
+losses.png and samples/epoch_NNN.png (real, fake and reconstructed tiles after
+each epoch). Everything is written atomically at the end of each epoch, on
+Ctrl-C or SIGTERM, and when --max-minutes runs out.
+
+Resuming: running the same command again (or --resume) continues exactly where
+the run stopped: same epoch, optimizer state and learning rate, on the data set
+it recorded (--data is then optional; a different one is used only when given
+explicitly, with a warning).
+
+Extending: resume with a larger --epochs or --epochs-decay to train longer,
+also after the run finished. Training goes on from where it is with the new
+schedule: while the run is still in its constant-learning-rate phase, the
+result is exactly what a run planned that long from the start gives; once the
+decay has begun, the learning rate continues on the new, longer decay line (one
+line says where). Other config fields are refused on resume, except
+--jit-compile and --strategy.
 """
 
 EPILOG = """\
 examples:
   stainvirt train --data data/stain.npz --out runs/demo --max-minutes 5
   stainvirt train --data data/stain.npz --out runs/paper --preset paper --epochs 50
-  stainvirt train --out runs/demo --resume          # continue a stopped run
+  stainvirt train --out runs/demo --resume                 # continue a stopped run
+  stainvirt train --out runs/demo --resume --epochs 40     # train a (finished) run longer
   stainvirt train --data data/stain.npz --out runs/multi --preset paper --strategy mirrored
 """
+
+DEFAULT_DATA = "data/stain.npz"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -44,14 +62,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--data", metavar="FILE.npz", help="prepared data set (default: data/stain.npz)")
+    p.add_argument(
+        "--data", metavar="FILE.npz",
+        help=f"prepared data set (default: the one a resumed run recorded; {DEFAULT_DATA} for "
+             "a new run)",
+    )
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder to write")
     p.add_argument(
         "--preset", choices=sorted(PRESETS), help="starting settings for a new run (default: cpu)"
     )
     p.add_argument(
         "--resume", action="store_true",
-        help="continue the run in --out with its saved config (re-running into it does too)",
+        help="continue (or, with a larger --epochs, extend) the run in --out with its saved "
+             "config; re-running into it does too",
     )
     p.add_argument(
         "--max-minutes", type=float, metavar="M",
@@ -80,30 +103,44 @@ def overrides_from(args: argparse.Namespace) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``stainvirt train``."""
-    from pathlib import Path
-
-    from stainvirt.config import CONFIG_FILE, preset
-    from stainvirt.errors import StainvirtError
+    from stainvirt.config import preset
+    from stainvirt.rundir import RunDir
     from stainvirt.training.trainer import train
 
-    run_dir = Path(args.out)
-    resuming = args.resume or (run_dir / CONFIG_FILE).is_file()
-    if args.resume and not (run_dir / CONFIG_FILE).is_file():
-        raise StainvirtError(f"{run_dir}: nothing to resume (no {CONFIG_FILE}); start a new run")
+    run_dir = RunDir(args.out)
+    resuming = args.resume or run_dir.holds_run()
     # On resume the saved config is the base; a preset only when asked for explicitly.
     base = preset(args.preset or "cpu") if args.preset or not resuming else None
-    data = args.data or "data/stain.npz"
-    result = train(
-        data, run_dir, base, overrides=overrides_from(args), max_minutes=args.max_minutes,
-        verbose=0 if args.quiet else "auto",
-    )
+    data = args.data or (None if resuming else DEFAULT_DATA)
+    with _stop_signals_interrupt():
+        result = train(
+            data, run_dir.path, base, overrides=overrides_from(args), resume=args.resume,
+            max_minutes=args.max_minutes, verbose=0 if args.quiet else "auto",
+        )
     how = {
         "finished": "finished",
         "time budget": "stopped at the time budget (run the same command to continue)",
         "interrupted": "interrupted and saved (run the same command to continue)",
     }.get(result.stopped, "stopped")
-    print(
-        f"training {how}: {result.epochs_done} epochs, {result.steps_done} steps; "
-        f"models and samples in {run_dir}"
-    )
+    print(f"training {how}: {result.epochs_done} epochs, {result.steps_done} steps; "
+          f"models in {run_dir.path}")
+    print(f"  samples: {run_dir.samples_dir}/  losses: {run_dir.losses_path}")
     return 130 if result.stopped == "interrupted" else 0
+
+
+@contextlib.contextmanager
+def _stop_signals_interrupt() -> Iterator[None]:
+    """Ctrl-C and SIGTERM (a scheduler's stop) both save the run and exit.
+
+    SIGINT is handled even where the process inherited it ignored (started in the
+    background by a shell or a test runner), so ``kill -INT`` always saves.
+    """
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

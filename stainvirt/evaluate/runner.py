@@ -44,7 +44,9 @@ from stainvirt.evaluate.metrics import (
 )
 from stainvirt.evaluate.pairing import checked_pairs
 from stainvirt.io.images import list_images, read_image
-from stainvirt.translate.api import DIRECTIONS, Translator, check_direction, run_config
+from stainvirt.rundir import DIRECTIONS, RunDir, check_direction
+from stainvirt.translate.api import Translator
+from stainvirt.translate.tiling import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
 
 log = logging.getLogger("stainvirt")
 
@@ -152,8 +154,8 @@ def evaluate(
     target: str | Path | None = None,
     paired: bool = False,
     baselines: bool = False,
-    tile_size: int = 512,
-    overlap: int = 64,
+    tile_size: int = DEFAULT_TILE_SIZE,
+    overlap: int = DEFAULT_OVERLAP,
     dab_threshold: float = DAB_THRESHOLD,
     figure_images: int = FIGURE_IMAGES,
     progress: bool = True,
@@ -187,11 +189,11 @@ def evaluate(
     from tqdm import tqdm
 
     direction = check_direction(direction)
-    back = "B2A" if direction == "A2B" else "A2B"
+    back = DIRECTIONS[direction].reverse
     if paired and target is None:
         raise StainvirtError("--paired needs --target: the folder of registered real targets")
     items, targets = _items(source, target, paired)
-    config = run_config(model).to_dict()  # checks the run folder before the slow loads
+    config = RunDir(model).load_config().to_dict()  # checks the run folder before the slow loads
     forward = Translator.from_run(model, direction, tile_size=tile_size, overlap=overlap)
     backward = None if paired else Translator.from_run(
         model, back, tile_size=tile_size, overlap=overlap
@@ -213,7 +215,7 @@ def evaluate(
             target_hist = PixelHistograms.of(real)
 
     primary = "ssim" if paired else "cycle_ssim"
-    source_stain, target_stain = DIRECTIONS[direction][1:]
+    source_stain, target_stain = DIRECTIONS[direction].source, DIRECTIONS[direction].target
     settings = {
         "direction": direction,
         "translation": f"{source_stain} -> {target_stain}",
@@ -250,14 +252,16 @@ def evaluate(
         for name, hist in hists.items():
             hist.add(preds[name])
         if tgt_path is not None:
-            third = read_image(tgt_path)
+            reference = read_image(tgt_path)
             metrics = {
-                name: paired_metrics(pred, third, direction, dab_threshold)
+                name: paired_metrics(pred, reference, direction, dab_threshold)
                 for name, pred in preds.items()
             }
         else:
-            third = backward.translate_array(fake)
-            metrics = {MODEL: {"cycle_psnr": psnr(third, src), "cycle_ssim": ssim(third, src)}}
+            reference = backward.translate_array(fake)
+            metrics = {
+                MODEL: {"cycle_psnr": psnr(reference, src), "cycle_ssim": ssim(reference, src)}
+            }
         evaluation.images.append({
             "name": src_path.relative_to(root).as_posix(),
             "source": str(src_path),
@@ -266,7 +270,7 @@ def evaluate(
             "width": src.shape[1],
             "metrics": metrics,
         })
-        extremes.offer(metrics[MODEL][primary], index, (src, fake, third))
+        extremes.offer(metrics[MODEL][primary], index, (src, fake, reference))
     if target_hist is not None:
         evaluation.distances = {
             name: histogram_distances(hist, target_hist) for name, hist in hists.items()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from stainvirt.errors import StainvirtError
@@ -85,9 +85,18 @@ def writable_folder(folder: str | Path) -> Path:
     return folder
 
 
-def remove_stale_temps(folder: str | Path) -> list[Path]:
-    """Delete temporary files that an interrupted atomic write left under ``folder``."""
-    stale = [p for p in Path(folder).rglob(".*.tmp*") if p.is_file()]
+def remove_stale_temps(targets: Iterable[str | Path]) -> list[Path]:
+    """Delete the temporary files that interrupted atomic writes of ``targets`` left.
+
+    Only the temporary names :func:`atomic_path` makes for these targets are
+    touched, never anything else in their folders. A target's name may be a
+    glob pattern (``samples/epoch_*.png``).
+    """
+    stale = []
+    for target in map(Path, targets):
+        pattern = f".{target.stem}.*.tmp{''.join(target.suffixes)}"
+        if target.parent.is_dir():
+            stale += [p for p in target.parent.glob(pattern) if p.is_file()]
     for path in stale:
         path.unlink(missing_ok=True)
     return stale
@@ -98,8 +107,3 @@ def atomic_write_text(target: str | Path, text: str) -> None:
     with atomic_path(target) as tmp:
         tmp.write_text(text)
 
-
-def atomic_write_bytes(target: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``target`` atomically."""
-    with atomic_path(target) as tmp:
-        tmp.write_bytes(data)

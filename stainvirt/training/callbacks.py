@@ -2,33 +2,17 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import time
-from pathlib import Path
 
 import keras
 import numpy as np
 
-from stainvirt.io.atomic import atomic_path, atomic_write_text
+from stainvirt.rundir import DIRECTIONS, RunDir
 from stainvirt.training.cyclegan import LOSS_NAMES
 from stainvirt.training.figures import save_loss_plot, save_sample_grid
-from stainvirt.training.state import STATE_FILE, save_state
 
 HISTORY_COLUMNS = ("epoch", "step", "lr", "seconds", *LOSS_NAMES)
-
-
-def read_history(path: str | Path) -> list[dict[str, float]]:
-    """Rows of ``history.csv`` (empty if there is none)."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    with path.open() as f:
-        return [
-            {k: int(v) if k in ("epoch", "step") else float(v) for k, v in row.items()}
-            for row in csv.DictReader(f)
-        ]
 
 
 class StopGuard(keras.callbacks.Callback):
@@ -64,7 +48,7 @@ class RunCheckpoint(keras.callbacks.Callback):
     is a complete, earlier one and the run resumes from it.
 
     Args:
-        run_dir: the run folder.
+        run: the run folder.
         guard: the run's :class:`StopGuard` (no checkpoint after a NaN).
         sample_a: uint8 A tiles for the sample grid.
         sample_b: uint8 B tiles for the sample grid.
@@ -73,14 +57,14 @@ class RunCheckpoint(keras.callbacks.Callback):
 
     def __init__(
         self,
-        run_dir: Path,
+        run: RunDir,
         guard: StopGuard,
         sample_a: np.ndarray,
         sample_b: np.ndarray,
         history: list[dict[str, float]],
     ) -> None:
         super().__init__()
-        self.run_dir = run_dir
+        self.run = run
         self.guard = guard
         self.sample_a, self.sample_b = sample_a, sample_b
         self.history = history
@@ -107,19 +91,14 @@ class RunCheckpoint(keras.callbacks.Callback):
 
     def save(self, epoch: int) -> None:
         """Write everything for the state after ``epoch`` (possibly partial) epochs."""
-        model, run = self.model, self.run_dir
-        for name in ("G_AB", "G_BA"):
-            with atomic_path(run / f"{name}.keras") as tmp:
-                getattr(model, name).save(tmp)
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(self.history)
-        atomic_write_text(run / "history.csv", buffer.getvalue())
+        model, run = self.model, self.run
+        for direction in DIRECTIONS:
+            run.save_generator(model.generator(direction), direction)
+        run.write_history(self.history, HISTORY_COLUMNS)
         if self.history:
-            save_loss_plot(run / "losses.png", self.history)
+            save_loss_plot(run.losses_path, self.history)
         save_sample_grid(
-            run / "samples" / f"epoch_{epoch:03d}.png", model.G_AB, model.G_BA,
+            run.sample_path(epoch), model.G_AB, model.G_BA,
             self.sample_a, self.sample_b, title=f"epoch {epoch}",
         )
-        save_state(run / STATE_FILE, model, epoch)
+        run.save_state(model, epoch)

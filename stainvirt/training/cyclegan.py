@@ -15,6 +15,7 @@ from keras import ops
 
 from stainvirt.config import Config
 from stainvirt.models import build_discriminator, build_generator
+from stainvirt.rundir import DIRECTIONS
 from stainvirt.training.pool import ImagePool
 from stainvirt.training.schedule import LinearDecay
 
@@ -54,6 +55,10 @@ class CycleGAN(keras.Model):
         if cfg.mixed_precision:
             adam = keras.optimizers.LossScaleOptimizer(adam, name=name)
         return adam
+
+    def generator(self, direction: str) -> keras.Model:
+        """``G_AB`` for ``A2B``, ``G_BA`` for ``B2A``."""
+        return getattr(self, DIRECTIONS[direction].generator)
 
     @property
     def generator_variables(self) -> list:

@@ -27,11 +27,16 @@ class UnpairedSampler:
         tiles_b: ``(N_B, H, W, 3)`` uint8 domain B tiles.
         cfg: reads ``batch_size``, ``image_size``, ``load_size``, ``seed`` and
             ``steps_per_epoch``.
-        batch_size: per-call batch (defaults to ``cfg.batch_size``).
+        steps_per_epoch: steps per epoch, overriding the config's; a resumed run
+            keeps the epoch length it was recorded with, whatever the data set.
     """
 
     def __init__(
-        self, tiles_a: np.ndarray, tiles_b: np.ndarray, cfg: Config, batch_size: int | None = None
+        self,
+        tiles_a: np.ndarray,
+        tiles_b: np.ndarray,
+        cfg: Config,
+        steps_per_epoch: int | None = None,
     ) -> None:
         for name, tiles in (("trainA", tiles_a), ("trainB", tiles_b)):
             if len(tiles) == 0:
@@ -46,8 +51,8 @@ class UnpairedSampler:
                 )
         self.tiles_a, self.tiles_b = tiles_a, tiles_b
         self.cfg = cfg
-        self.batch_size = batch_size or cfg.batch_size
-        self.steps_per_epoch = cfg.steps_per_epoch or max(
+        self.batch_size = cfg.batch_size
+        self.steps_per_epoch = steps_per_epoch or cfg.steps_per_epoch or max(
             1, max(len(tiles_a), len(tiles_b)) // self.batch_size
         )
         self._order = lru_cache(maxsize=2)(self._epoch_order)

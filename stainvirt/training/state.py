@@ -1,9 +1,12 @@
-"""The full training state in one HDF5 file, written atomically.
+"""The full training state in one HDF5 file (``RunDir.state_path``), written atomically.
 
 It holds every variable that decides what training does next: the four
 networks, both optimizers (moments, step counter, and so the learning rate),
 the image pools, and the number of finished epochs. Variables are matched by
-position within their group and checked by name and shape on restore.
+position within their group and checked by name and shape on restore, so
+a checkpoint from other networks, or from a Keras version that orders the
+optimizer's variables differently, is refused instead of restored into the
+wrong variables.
 """
 
 from __future__ import annotations
@@ -15,8 +18,6 @@ import numpy as np
 
 from stainvirt.errors import StainvirtError
 from stainvirt.io.atomic import atomic_path
-
-STATE_FILE = "state.weights.h5"
 
 
 def _groups(model) -> dict[str, list]:
@@ -65,14 +66,9 @@ def load_state(path: str | Path, model) -> int:
                         f"{path}: {group} holds {len(stored)} variables, this config builds "
                         f"{len(variables)}; the checkpoint was made with another config"
                     )
-                for i, variable in enumerate(variables):
-                    value = stored[f"{i:04d}"][()]
-                    if value.shape != tuple(variable.shape):
-                        raise StainvirtError(
-                            f"{path}: {_name(variable)} has shape {value.shape} in the "
-                            f"checkpoint but {tuple(variable.shape)} here; the checkpoint was "
-                            "made with another config"
-                        )
+                values = [_checked(path, group, i, stored[f"{i:04d}"], variable)
+                          for i, variable in enumerate(variables)]
+                for variable, value in zip(variables, values, strict=True):
                     variable.assign(value)
     except (OSError, KeyError) as exc:
         raise StainvirtError(
@@ -80,3 +76,21 @@ def load_state(path: str | Path, model) -> int:
             "start over, or restore it from a backup"
         ) from exc
     return epoch
+
+
+def _checked(path: Path, group: str, index: int, stored: h5py.Dataset, variable) -> np.ndarray:
+    """The stored value for ``variable``, after checking that it was saved from that variable."""
+    saved_name, name = str(stored.attrs.get("name", "")), _name(variable)
+    if saved_name != name:
+        raise StainvirtError(
+            f"{path}: variable {index} of {group} is {saved_name!r} in the checkpoint but "
+            f"{name!r} here; it was written by another version of stainvirt or Keras, or for "
+            "other networks. Resume with the versions that wrote it, or start a new run"
+        )
+    value = stored[()]
+    if value.shape != tuple(variable.shape):
+        raise StainvirtError(
+            f"{path}: {name} has shape {value.shape} in the checkpoint but "
+            f"{tuple(variable.shape)} here; the checkpoint was made with another config"
+        )
+    return value

@@ -1,8 +1,8 @@
-"""``train()``: data set + config -> a run folder, resumable at any point.
+"""``train()``: data set + config -> a run folder, resumable and extendable at any point.
 
-The run folder holds ``config.json``, the inference models ``G_AB.keras`` and
-``G_BA.keras``, the full training state ``state.weights.h5``, ``history.csv``,
-``losses.png`` and ``samples/epoch_NNN.png``.
+The run folder's layout is :class:`stainvirt.rundir.RunDir`'s. A run records the
+data set that trained it; resuming continues exactly where it stopped, and
+raising ``epochs`` / ``epochs_decay`` extends it from there.
 """
 
 from __future__ import annotations
@@ -12,21 +12,23 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from stainvirt.config import CONFIG_FILE, Config, size_multiple
-from stainvirt.dataset import load_prepared
+from stainvirt.config import Config, size_multiple
+from stainvirt.dataset import PreparedData, load_prepared
 from stainvirt.errors import StainvirtError
-from stainvirt.io.atomic import remove_stale_temps
-from stainvirt.training.callbacks import RunCheckpoint, StopGuard, read_history
+from stainvirt.rundir import RunDir
+from stainvirt.training.callbacks import RunCheckpoint, StopGuard
 from stainvirt.training.data import UnpairedSampler, make_dataset
-from stainvirt.training.state import STATE_FILE, load_state
 
 log = logging.getLogger("stainvirt")
 
 # Fields that change how, not what, a run computes: they may differ on resume.
 EXECUTION_FIELDS = ("jit_compile", "strategy")
+# Fields that may change on resume to extend (or shorten) a run's schedule.
+SCHEDULE_FIELDS = ("epochs", "epochs_decay")
 SAMPLES_PER_DOMAIN = 2
 SAMPLE_SIDE = 128
 
@@ -42,37 +44,104 @@ class TrainResult:
     """``finished``, ``time budget``, ``interrupted`` or ``stopped`` (by a callback)."""
 
 
-def resolve_config(run_dir: Path, cfg: Config | None, overrides: dict | None = None) -> Config:
-    """The config to train with: a fresh one, or the run folder's saved one when resuming.
+def resolve_config(
+    run: RunDir, cfg: Config | None, overrides: dict | None = None, resume: bool = False
+) -> tuple[Config, Config | None]:
+    """The config to train with, and the saved one when the folder holds a run.
 
     Args:
-        run_dir: the run folder.
+        run: the run folder.
         cfg: the requested config; None to take the saved one.
-        overrides: fields explicitly changed on the command line (checked on resume).
+        overrides: fields explicitly changed on the command line.
+        resume: the folder must hold a run already.
+
+    Returns:
+        ``(config, saved)``; ``saved`` is None for a new run. On resume the
+        config is the saved one, with the execution fields of the request and
+        the schedule fields given in ``overrides`` (which extend the run).
 
     Raises:
-        StainvirtError: when resuming a folder that holds a different config.
+        StainvirtError: when there is nothing to resume, or the folder holds a run
+            whose config differs in more than the schedule and execution fields.
     """
-    saved_path = run_dir / CONFIG_FILE
-    if not saved_path.is_file():
-        if cfg is None:
+    if not run.holds_run():
+        if cfg is None or resume:
             raise StainvirtError(
-                f"{run_dir}: nothing to resume (no {CONFIG_FILE}); start a new run"
+                f"{run.path}: nothing to resume (no {RunDir.CONFIG}); start a new run"
             )
-        return cfg.replace(**(overrides or {}))
-    saved = Config.load(saved_path)
+        return cfg.replace(**(overrides or {})), None
+    saved = run.load_config()
     wanted = (cfg or saved).replace(**(overrides or {}))
     differ = [
         f"{f}: saved {getattr(saved, f)!r}, requested {getattr(wanted, f)!r}"
         for f in saved.to_dict()
-        if f not in EXECUTION_FIELDS and getattr(saved, f) != getattr(wanted, f)
+        if f not in EXECUTION_FIELDS + SCHEDULE_FIELDS and getattr(saved, f) != getattr(wanted, f)
     ]
     if differ:
         raise StainvirtError(
-            f"{run_dir} holds a run with a different config ({'; '.join(differ)}); "
-            "resume it with --resume and no other settings, or choose a new --out"
+            f"{run.path} holds a run with a different config ({'; '.join(differ)}); on "
+            "resume only --epochs and --epochs-decay (to extend it), --jit-compile and "
+            "--strategy may change: drop the other settings, or choose a new --out"
         )
-    return saved.replace(**{f: getattr(wanted, f) for f in EXECUTION_FIELDS})
+    # A preset's own schedule is not a request to change it: only explicit overrides are.
+    schedule = {f: v for f, v in (overrides or {}).items() if f in SCHEDULE_FIELDS}
+    execution = {f: getattr(wanted, f) for f in EXECUTION_FIELDS}
+    return saved.replace(**execution, **schedule), saved
+
+
+def load_training_data(
+    run: RunDir, data: str | Path | None
+) -> tuple[Path, PreparedData, dict[str, Any]]:
+    """The data set to train on and the record ``data.json`` will hold.
+
+    Args:
+        run: the run folder.
+        data: the data set asked for; None for the one the run recorded.
+
+    Returns:
+        ``(path, data set, record)``; the record still lacks ``steps_per_epoch``
+        for a new run.
+
+    Raises:
+        StainvirtError: when there is no data set to use, or the recorded one has
+            changed and ``data`` does not say to go on with it.
+    """
+    recorded, explicit = run.data_record(), data is not None
+    if data is None:
+        if recorded is None:
+            raise StainvirtError(
+                f"{run.path} records no data set; pass --data with the .npz to train on"
+            )
+        data = recorded["path"]
+    path = Path(data).absolute()
+    prepared = load_prepared(path)
+    record = {"path": str(path), "fingerprint": prepared.fingerprint(),
+              "counts": prepared.counts(), "prepare_settings": prepared.settings}
+    if recorded is None:
+        return path, prepared, record
+    record["steps_per_epoch"] = recorded["steps_per_epoch"]
+    record["earlier"] = recorded.get("earlier", [])
+    if record["fingerprint"] == recorded["fingerprint"]:
+        return path, prepared, record
+    was = f"{recorded['path']} ({_counts(recorded['counts'])})"
+    if not explicit:
+        raise StainvirtError(
+            f"{path} has changed since {run.path} was trained on it (was {was}, now "
+            f"{_counts(record['counts'])}); pass --data {path} to go on with the new content, "
+            "or choose a new --out"
+        )
+    log.warning(
+        "resuming %s on another data set: %s (%s) instead of %s; epochs keep their recorded "
+        "%d steps; %s keeps both", run.path, path, _counts(record["counts"]), was,
+        recorded["steps_per_epoch"], RunDir.DATA,
+    )
+    earlier = {k: v for k, v in recorded.items() if k != "earlier"}
+    record["earlier"] = [*record["earlier"], earlier]
+    return path, prepared, record
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{split} {n}" for split, n in counts.items())
 
 
 def make_strategy(name: str):  # -> tf.distribute.Strategy
@@ -104,22 +173,32 @@ def sample_tiles(tiles: np.ndarray, cfg: Config) -> np.ndarray:
 
 
 def train(
-    data: str | Path,
+    data: str | Path | None,
     run_dir: str | Path,
     cfg: Config | None = None,
     *,
     overrides: dict | None = None,
+    resume: bool = False,
     max_minutes: float | None = None,
     callbacks: list | None = None,
     verbose: int | str = "auto",
 ) -> TrainResult:
     """Train a CycleGAN on a prepared data set into ``run_dir``; resume if it holds a run.
 
+    Resuming continues exactly where the run stopped. Raising ``epochs`` or
+    ``epochs_decay`` in ``overrides`` extends a run, finished or not: training
+    goes on from where it is, with the learning rate of the new schedule.
+
     Args:
-        data: the ``.npz`` from ``stainvirt prepare`` (or the name of its shards).
+        data: the ``.npz`` from ``stainvirt prepare`` (or the name of its shards);
+            None to resume on the data set the run recorded. Resuming with
+            another data set than the recorded one is allowed, with a warning.
         run_dir: the run folder (created if needed).
         cfg: configuration for a new run; None resumes the folder's saved one.
-        overrides: explicitly requested field changes (on resume they must match).
+        overrides: explicitly requested field changes (on resume, only the
+            schedule and execution fields may differ from the saved config, and
+            only these change the schedule).
+        resume: refuse to start a new run: ``run_dir`` must hold one.
         max_minutes: stop cleanly after this many minutes, saving everything first.
         callbacks: extra Keras callbacks (a callback that sets ``model.stop_training``
             stops the run cleanly, saved, like the time budget).
@@ -133,42 +212,31 @@ def train(
     """
     import keras
 
-    from stainvirt.training.cyclegan import CycleGAN
-
-    run_dir = Path(run_dir)
-    cfg = resolve_config(run_dir, cfg, overrides)
-    prepared = load_prepared(data)
+    run = RunDir(run_dir)
+    cfg, saved = resolve_config(run, cfg, overrides, resume)
+    _, prepared, record = load_training_data(run, data)
     keras.utils.set_random_seed(cfg.seed)
     keras.mixed_precision.set_global_policy("mixed_float16" if cfg.mixed_precision else "float32")
-    strategy = make_strategy(cfg.strategy)
-    replicas = strategy.num_replicas_in_sync
-    if cfg.batch_size % replicas:
-        raise StainvirtError(
-            f"--batch-size {cfg.batch_size} does not split over {replicas} replicas; "
-            f"use a multiple of {replicas}"
-        )
-    sampler = UnpairedSampler(prepared.tiles["trainA"], prepared.tiles["trainB"], cfg)
-    with strategy.scope():
-        model = CycleGAN(cfg, sampler.steps_per_epoch)
-        model.build_optimizers()
-        model.compile(jit_compile=cfg.jit_compile)
-    epochs_done = 0
-    if run_dir.is_dir():
-        remove_stale_temps(run_dir)  # left by a killed run
-    if (run_dir / STATE_FILE).is_file():
-        epochs_done = load_state(run_dir / STATE_FILE, model)
-        log.info("resuming %s after %d epochs", run_dir, epochs_done)
-    cfg.save(run_dir)
-    history = [r for r in read_history(run_dir / "history.csv") if r["epoch"] <= epochs_done]
+    sampler = UnpairedSampler(
+        prepared.tiles["trainA"], prepared.tiles["trainB"], cfg, record.get("steps_per_epoch")
+    )
+    record["steps_per_epoch"] = spe = sampler.steps_per_epoch
+    model = _build_model(cfg, spe)
+    run.remove_stale_temps()  # left by a killed run
+    epochs_done = run.load_state(model) if run.has_state() else 0
+    if saved is not None:
+        _log_resume(run, saved, cfg, model.steps_done, spe)
+    run.save_config(cfg)
+    run.save_data_record(record)
     guard = StopGuard(max_minutes)
     tests = {d: prepared.tiles[f"test{d}"] if len(prepared.tiles[f"test{d}"]) else
              prepared.tiles[f"train{d}"] for d in "AB"}
+    history = [r for r in run.read_history() if r["epoch"] <= epochs_done]
     checkpoint = RunCheckpoint(
-        run_dir, guard, sample_tiles(tests["A"], cfg), sample_tiles(tests["B"], cfg), history
+        run, guard, sample_tiles(tests["A"], cfg), sample_tiles(tests["B"], cfg), history
     )
     if verbose == "auto":
         verbose = 1 if sys.stdout.isatty() else 2
-    spe = sampler.steps_per_epoch
     stopped = "finished"
     try:
         for first_epoch, last_epoch, steps in _phases(model.steps_done, spe, cfg):
@@ -182,16 +250,60 @@ def train(
                 stopped = guard.reason or "stopped"
                 break
     except KeyboardInterrupt:
-        step = model.steps_done
-        checkpoint.save(-(-step // spe))
+        checkpoint.save(-(-model.steps_done // spe))
         stopped = "interrupted"
     if guard.diverged:
         raise StainvirtError(
             f"training diverged ({guard.reason}) at step {model.steps_done}; "
-            f"{run_dir} keeps the last good checkpoint. Try a lower --lr, or --seed"
+            f"{run.path} keeps the last good checkpoint. Try a lower --lr, or --seed"
         )
     step = model.steps_done
-    return TrainResult(run_dir, step // spe, step, stopped)
+    return TrainResult(run.path, step // spe, step, stopped)
+
+
+def _build_model(cfg: Config, steps_per_epoch: int):  # -> CycleGAN
+    """The CycleGAN with built optimizers, compiled, under the config's distribution strategy."""
+    from stainvirt.training.cyclegan import CycleGAN
+
+    strategy = make_strategy(cfg.strategy)
+    replicas = strategy.num_replicas_in_sync
+    if cfg.batch_size % replicas:
+        raise StainvirtError(
+            f"--batch-size {cfg.batch_size} does not split over {replicas} replicas; "
+            f"use a multiple of {replicas}"
+        )
+    with strategy.scope():
+        model = CycleGAN(cfg, steps_per_epoch)
+        model.build_optimizers()
+        model.compile(jit_compile=cfg.jit_compile)
+    return model
+
+
+def _log_resume(run: RunDir, saved: Config, cfg: Config, step: int, spe: int) -> None:
+    """Say where a resumed run stands; refuse a schedule that ends before that point."""
+    from stainvirt.training.schedule import LinearDecay
+
+    done = step / spe
+    if step > cfg.total_epochs * spe:
+        raise StainvirtError(
+            f"{run.path} has trained {done:g} epochs already, more than the "
+            f"{cfg.total_epochs} (--epochs {cfg.epochs} + --epochs-decay {cfg.epochs_decay}) "
+            "asked for; ask for at least as many, or choose a new --out"
+        )
+    changes = [f"{f} {getattr(saved, f)} -> {getattr(cfg, f)}" for f in SCHEDULE_FIELDS
+               if getattr(saved, f) != getattr(cfg, f)]
+    if not changes:
+        if step == cfg.total_epochs * spe:
+            log.info("%s has finished its %d epochs; raise --epochs or --epochs-decay to train "
+                     "it longer", run.path, cfg.total_epochs)
+        elif step:
+            log.info("resuming %s at epoch %g of %d", run.path, done, cfg.total_epochs)
+        return
+    old, new = (float(LinearDecay(c.lr, c.epochs, c.epochs_decay, spe)(step)) for c in (saved, cfg))
+    log.info(
+        "extending %s from epoch %g: %s, %d epochs in all; learning rate now %.3g (the old "
+        "schedule's: %.3g)", run.path, done, ", ".join(changes), cfg.total_epochs, new, old,
+    )
 
 
 def _phases(step: int, steps_per_epoch: int, cfg: Config) -> list[tuple[int, int, int]]:

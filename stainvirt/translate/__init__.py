@@ -6,28 +6,17 @@ image is larger than one tile, and writes PNG or pyramidal OME-TIFF outputs.
 ``write_figure`` draws input, translation and round trip side by side.
 """
 
-from stainvirt.translate.api import (
-    DIRECTIONS,
-    TranslationReport,
-    Translator,
-    check_direction,
-    load_generator,
-    run_config,
-)
+from stainvirt.translate.api import TranslationReport, Translator
 from stainvirt.translate.figure import write_figure
 from stainvirt.translate.readers import image_size, open_regions
 from stainvirt.translate.tiling import Tiling, seam_ratio
 
 __all__ = [
-    "DIRECTIONS",
     "Tiling",
     "TranslationReport",
     "Translator",
-    "check_direction",
     "image_size",
-    "load_generator",
     "open_regions",
-    "run_config",
     "seam_ratio",
     "write_figure",
 ]

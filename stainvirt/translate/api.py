@@ -18,71 +18,23 @@ from typing import Any
 
 import numpy as np
 
-from stainvirt.config import Config
 from stainvirt.errors import StainvirtError
 from stainvirt.io.atomic import writable_folder
 from stainvirt.io.images import TIFF_SUFFIXES, expand_inputs, to_rgb_uint8
 from stainvirt.io.scaling import to_uint8, to_unit
+from stainvirt.rundir import RunDir, check_direction
 from stainvirt.tissue import is_tissue
 from stainvirt.translate.readers import ArrayRegions, Regions, image_size, open_regions
-from stainvirt.translate.tiling import Tiling, pad_to
+from stainvirt.translate.tiling import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, Tiling, pad_to
 from stainvirt.translate.writers import write_png, write_tiff
 
 log = logging.getLogger("stainvirt")
 
-# Direction -> (generator file stem in the run folder, source stain, target stain).
-DIRECTIONS = {"A2B": ("G_AB", "H&E", "IHC"), "B2A": ("G_BA", "IHC", "H&E")}
 FORMATS = ("png", "tiff")
 # A PNG is written from one array in memory; beyond this, stream a TIFF instead.
 PNG_MAX_PIXELS = 100_000_000
 # --skip-background copies a tile through when less than this fraction is tissue.
 SKIP_BELOW_TISSUE = 0.01
-
-
-def check_direction(direction: str) -> str:
-    """``A2B`` or ``B2A`` (any case), else a clear error."""
-    normal = str(direction).upper()
-    if normal not in DIRECTIONS:
-        raise StainvirtError(
-            f"unknown direction {direction!r}; use A2B (H&E -> IHC) or B2A (IHC -> H&E)"
-        )
-    return normal
-
-
-def run_config(run_dir: str | Path) -> Config:
-    """The config of a run folder, or a clear error if the folder or its config is missing."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise StainvirtError(
-            f"{run_dir}: run folder not found; point --model at a folder written by "
-            "'stainvirt train' (e.g. runs/NAME)"
-        )
-    return Config.load(run_dir)
-
-
-def load_generator(run_dir: str | Path, direction: str) -> Any:
-    """The generator for ``direction`` (``G_AB.keras`` or ``G_BA.keras``) from a run folder.
-
-    Raises:
-        StainvirtError: if the model file is missing or does not load.
-    """
-    model_path = Path(run_dir) / f"{DIRECTIONS[check_direction(direction)][0]}.keras"
-    if not model_path.is_file():
-        raise StainvirtError(
-            f"{model_path}: model not found; the run has not saved its generators yet "
-            "(train it for at least one epoch) or --model points at the wrong folder"
-        )
-    import keras
-
-    import stainvirt.models  # noqa: F401  (registers the custom layers for loading)
-
-    try:
-        return keras.models.load_model(model_path, compile=False)
-    except Exception as exc:  # keras raises many exception types for a bad file
-        raise StainvirtError(
-            f"{model_path}: the model does not load ({type(exc).__name__}: {exc}); "
-            "the file is damaged or from another program: retrain or copy it again"
-        ) from exc
 
 
 @dataclass
@@ -132,8 +84,8 @@ class Translator:
         run_dir: str | Path,
         direction: str,
         *,
-        tile_size: int = 512,
-        overlap: int = 64,
+        tile_size: int = DEFAULT_TILE_SIZE,
+        overlap: int = DEFAULT_OVERLAP,
         batch_size: int | None = None,
         skip_background: bool = False,
     ) -> Translator:
@@ -153,9 +105,10 @@ class Translator:
         """
         direction = check_direction(direction)
         # Check everything cheap before the slow model load.
-        tiling = Tiling.for_config(run_config(run_dir), tile_size, overlap)
+        run = RunDir(run_dir)
+        tiling = Tiling.for_config(run.load_config(), tile_size, overlap)
         return cls(
-            load_generator(run_dir, direction),
+            run.load_generator(direction),
             tiling,
             direction=direction,
             batch_size=batch_size,

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from stainvirt.plotting import save_figure
-from stainvirt.translate.api import DIRECTIONS, Translator, check_direction
+from stainvirt.plotting import check_figure_path, image_grid, save_figure
+from stainvirt.rundir import DIRECTIONS, check_direction
+from stainvirt.translate.api import Translator
 from stainvirt.translate.readers import open_regions
 
 FIGURE_MAX_SIDE = 512
@@ -38,29 +39,26 @@ def write_figure(
         ``out_path``.
 
     Raises:
-        StainvirtError: for a bad run folder or an unreadable image.
+        StainvirtError: for a figure suffix other than those above (before any
+            translating), a bad run folder or an unreadable image.
 
     Examples:
         >>> write_figure("runs/demo", ["data/sample/testA/tile.jpg"], "out/figure.png")
     """
-    from matplotlib.figure import Figure
-
+    out_path = check_figure_path(out_path)
     direction = check_direction(direction)
-    back = "B2A" if direction == "A2B" else "A2B"
+    back = DIRECTIONS[direction].reverse
     forward, backward = Translator.from_run(run_dir, direction), Translator.from_run(run_dir, back)
-    _, source, target = DIRECTIONS[direction]
+    source, target = DIRECTIONS[direction].source, DIRECTIONS[direction].target
     titles = (f"{source} input", f"virtual {target} ({direction})", f"round trip ({back} of it)")
-    fig = Figure(figsize=(9, 3 * len(images)), layout="constrained")
-    axes = fig.subplots(len(images), 3, squeeze=False)
-    for path, row in zip(images, axes, strict=True):
+    rows = []
+    for path in images:
         rgb = _central_crop(path, max_side)
         fake = forward.translate_array(rgb)
-        panels = (rgb, fake, backward.translate_array(fake))
-        for ax, image, title in zip(row, panels, titles, strict=True):
-            ax.imshow(image)
-            ax.set_title(title, fontsize=9)
-            ax.axis("off")
-        row[0].set_title(f"{Path(path).name}\n{titles[0]}", fontsize=9)
+        rows.append((rgb, fake, backward.translate_array(fake)))
+    fig = image_grid(
+        rows, [titles] * len(rows), [Path(path).name for path in images], row_size=(9, 3)
+    )
     return save_figure(fig, out_path, dpi=100)
 
 
