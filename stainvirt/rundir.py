@@ -62,6 +62,10 @@ def check_direction(direction: str) -> str:
     return normal
 
 
+# history.csv columns renamed since stainvirt 0.1, so its runs resume.
+_LEGACY_COLUMNS = {"idt_A": "G_AB_idt", "idt_B": "G_BA_idt"}
+
+
 class RunDir:
     """A run folder: where each file lives, and reading and writing it.
 
@@ -244,7 +248,8 @@ class RunDir:
             return []
         with self.history_path.open() as f:
             return [
-                {k: int(v) if k in ("epoch", "step") else float(v) for k, v in row.items()}
+                {_LEGACY_COLUMNS.get(k, k): int(v) if k in ("epoch", "step") else float(v)
+                 for k, v in row.items()}
                 for row in csv.DictReader(f)
             ]
 

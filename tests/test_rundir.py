@@ -137,10 +137,14 @@ def test_a_run_started_by_version_0_1_resumes_from_its_state_file(data_path, tmp
     legacy = run.path / RunDir.LEGACY_STATE
     run.state_path.rename(legacy)
     run.data_path.unlink()  # 0.1 recorded no data set
+    history = run.history_path.read_text()
+    run.history_path.write_text(history.replace("G_AB_idt", "idt_A").replace("G_BA_idt", "idt_B"))
     assert run.state_path == legacy
     result = train(data_path, run.path, None, overrides={"epochs": 2}, verbose=0)
     assert result.steps_done == 6  # continued from epoch 1, not started again
     assert run.state_path == legacy and not (run.path / RunDir.STATE).exists()
+    rows = run.read_history()
+    assert [r["epoch"] for r in rows] == [1, 2] and all("G_AB_idt" in r for r in rows)
 
 
 def test_resume_without_a_run_is_refused_even_with_a_config(data_path, tmp_path):

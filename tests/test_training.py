@@ -192,7 +192,7 @@ DISTRIBUTED = textwrap.dedent("""
     for strategy in ("default", "mirrored"):
         train(data, f"{out}/{strategy}", cfg.replace(strategy=strategy), verbose=0)
     one, two = (RunDir(f"{out}/{s}").read_history()[0] for s in ("default", "mirrored"))
-    for key in ("G", "D_A", "D_B", "cycle_A", "idt_B"):
+    for key in ("G", "D_A", "D_B", "cycle_A", "G_BA_idt"):
         assert abs(one[key] - two[key]) <= 1e-4 * max(1.0, abs(one[key])), (key, one, two)
     weights = []
     for s in ("default", "mirrored"):

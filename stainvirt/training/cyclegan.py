@@ -19,8 +19,12 @@ from stainvirt.rundir import DIRECTIONS
 from stainvirt.training.pool import ImagePool
 from stainvirt.training.schedule import LinearDecay
 
+# Logged and saved under these names, in this order. A name ending in a domain
+# (D_A, cycle_A) is about that domain's images; one starting with a generator
+# (G_AB_adv, G_AB_idt) is that generator's loss. The reference implementation's
+# loss_idt_A is our G_AB_idt, its loss_D_A our D_B.
 LOSS_NAMES = (
-    "G", "D_A", "D_B", "G_AB_adv", "G_BA_adv", "cycle_A", "cycle_B", "idt_A", "idt_B",
+    "G", "D_A", "D_B", "G_AB_adv", "G_BA_adv", "cycle_A", "cycle_B", "G_AB_idt", "G_BA_idt",
 )
 
 
@@ -110,10 +114,10 @@ class CycleGAN(keras.Model):
             }
             if cfg.lambda_identity > 0:
                 weight = cfg.lambda_identity * cfg.lambda_cycle
-                losses["idt_A"] = _l1(self.G_AB(real_b, training=True), real_b) * weight
-                losses["idt_B"] = _l1(self.G_BA(real_a, training=True), real_a) * weight
+                losses["G_AB_idt"] = _l1(self.G_AB(real_b, training=True), real_b) * weight
+                losses["G_BA_idt"] = _l1(self.G_BA(real_a, training=True), real_a) * weight
             else:
-                losses["idt_A"] = losses["idt_B"] = ops.zeros(())
+                losses["G_AB_idt"] = losses["G_BA_idt"] = ops.zeros(())
             losses["G"] = ops.sum(ops.stack([losses[k] for k in LOSS_NAMES[3:]]))
             pooled_b = self.pool_B.query(fake_b, step)
             pooled_a = self.pool_A.query(fake_a, step)

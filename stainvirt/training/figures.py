@@ -45,7 +45,7 @@ def save_loss_plot(path: str | Path, rows: Sequence[dict[str, float]]) -> None:
     panels = {
         "generators (total)": ["G"],
         "adversarial": ["G_AB_adv", "G_BA_adv", "D_A", "D_B"],
-        "cycle and identity": ["cycle_A", "cycle_B", "idt_A", "idt_B"],
+        "cycle and identity": ["cycle_A", "cycle_B", "G_AB_idt", "G_BA_idt"],
         "learning rate": ["lr"],
     }
     fig = Figure(figsize=(4 * len(panels), 3.2), layout="constrained")
