@@ -39,6 +39,9 @@ setup(
         "imagecodecs>=2024.1.1",
         "scikit-image>=0.22",
         "tqdm>=4.66",
+        # Whole-slide formats; openslide-bin ships the OpenSlide library, no system package.
+        "openslide-python>=1.4",
+        "openslide-bin>=4.0",
     ],
     extras_require={
         "test": ["pytest>=8", "ruff>=0.6", "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29"],

@@ -34,8 +34,8 @@ from stainvirt.config import PRESETS, preset  # noqa: E402
 from stainvirt.evaluate.metrics import psnr, ssim  # noqa: E402
 from stainvirt.io.images import list_images, read_image  # noqa: E402
 from stainvirt.io.scaling import to_uint8, to_unit  # noqa: E402
-from stainvirt.prepare import tiles_of  # noqa: E402
 from stainvirt.rundir import RunDir  # noqa: E402
+from stainvirt.slide_tiles import grid  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
 TILE = 256
@@ -63,7 +63,9 @@ def write_data(out: Path, seed: int) -> tuple[np.ndarray, np.ndarray]:
     half = len(train) // 2
     train_a, train_b = train[order[half:]], np.stack([stain_map(t) for t in train[order[:half]]])
     test_a = np.stack([
-        t for f in list_images(SAMPLE / "testA") for _, _, t in tiles_of(read_image(f), TILE)
+        image[y : y + TILE, x : x + TILE]
+        for image in map(read_image, list_images(SAMPLE / "testA"))
+        for y, x in grid(*image.shape[:2], TILE)
     ])
     test_b = np.stack([stain_map(t) for t in test_a])
     np.savez_compressed(out, trainA=train_a, trainB=train_b, testA=test_a, testB=test_b)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,8 +28,10 @@ from stainvirt import __version__
 from stainvirt.dataset import SPLITS, dataset_files, shard_path
 from stainvirt.errors import StainvirtError
 from stainvirt.io.atomic import temp_beside, writable_folder
-from stainvirt.io.images import list_images, read_image
-from stainvirt.tissue import DEFAULT_MIN_TISSUE, is_tissue
+from stainvirt.io.images import list_images
+from stainvirt.io.slides import NATIVE, Resolution, is_slide, open_slide
+from stainvirt.slide_tiles import WHOLE_READ_PIXELS, TileCounts, image_tiles
+from stainvirt.tissue import DEFAULT_MIN_TISSUE, TissueMap, thumbnail_tissue_mask
 
 log = logging.getLogger("stainvirt")
 
@@ -47,24 +48,20 @@ class PrepareSummary:
     outputs: list[Path]
     bytes_written: int = 0
     settings: dict = field(default_factory=dict)
+    not_sampled: int = 0
+    """Tissue tiles left out by ``tiles_per_slide``."""
 
     def line(self) -> str:
         """One-line human summary."""
         counts = ", ".join(f"{s} {n}" for s, n in self.counts.items())
         where = self.outputs[0] if len(self.outputs) == 1 else f"{len(self.outputs)} shards"
         bad = f", {len(self.bad_files)} bad files skipped" if self.bad_files else ""
+        unsampled = (f", {self.not_sampled} tissue tiles beyond --tiles-per-slide left out"
+                     if self.not_sampled else "")
         return (
-            f"tiles: {counts}; {self.background_skipped} background tiles skipped{bad}; "
-            f"wrote {where} ({self.bytes_written / 1e6:.1f} MB)"
+            f"tiles: {counts}; {self.background_skipped} background tiles skipped{unsampled}"
+            f"{bad}; wrote {where} ({self.bytes_written / 1e6:.1f} MB)"
         )
-
-
-def tiles_of(rgb: np.ndarray, tile_size: int) -> Iterator[tuple[int, int, np.ndarray]]:
-    """Yield ``(y, x, tile)`` for the non-overlapping tiles of an image, row by row."""
-    height, width = rgb.shape[:2]
-    for y in range(0, height - tile_size + 1, tile_size):
-        for x in range(0, width - tile_size + 1, tile_size):
-            yield y, x, rgb[y : y + tile_size, x : x + tile_size]
 
 
 def split_files(files: list[Path], fraction: float, seed: int) -> tuple[list[Path], list[Path]]:
@@ -167,23 +164,28 @@ def prepare(
     test_fraction: float = 0.1,
     tile_size: int = 256,
     min_tissue: float = DEFAULT_MIN_TISSUE,
+    resolution: Resolution = NATIVE,
+    tiles_per_slide: int | None = None,
     seed: int = 0,
     skip_bad: bool = False,
     shard_mb: float = DEFAULT_SHARD_MB,
     progress: bool = True,
 ) -> PrepareSummary:
-    """Pack unpaired A and B images into ``out`` (a compressed ``.npz``, or shards).
+    """Pack unpaired A and B images or slides into ``out`` (a compressed ``.npz``, or shards).
 
     Args:
-        a: folder of domain A (H&E) images, read recursively.
-        b: folder of domain B (IHC) images, read recursively.
+        a: folder of domain A (H&E) images or slides, read recursively.
+        b: folder of domain B (IHC) images or slides, read recursively.
         out: the ``.npz`` to write (atomically; shards are named ``NAME-00000.npz``...).
         test_a: folder of held-out A images; if None, ``test_fraction`` of A's files.
         test_b: folder of held-out B images; if None, ``test_fraction`` of B's files.
         test_fraction: share of files (not tiles) held out when no test folder is given.
-        tile_size: side of the square tiles.
+        tile_size: side of the square tiles, in pixels at ``resolution``.
         min_tissue: fraction of tissue pixels a tile needs to be kept (0 keeps all).
-        seed: seeds the train/test split of files.
+        resolution: the resolution images are read at (default: each file's own);
+            recorded in the data set, so translation reads slides the same way.
+        tiles_per_slide: at most this many tiles per image, spread over its tissue.
+        seed: seeds the train/test split of files and the choice of tiles.
         skip_bad: skip unreadable images (listed in the summary) instead of stopping.
         shard_mb: pixels buffered per output file, in MB (bounds memory use).
         progress: show a progress bar.
@@ -200,57 +202,43 @@ def prepare(
         raise StainvirtError(f"--tile-size {tile_size} is too small; use 8 or more (e.g. 256)")
     if not 0 <= test_fraction < 1:
         raise StainvirtError(f"--test-fraction {test_fraction} must be in [0, 1)")
+    if tiles_per_slide is not None and tiles_per_slide < 1:
+        raise StainvirtError(f"--tiles-per-slide must be at least 1, not {tiles_per_slide}")
     out = Path(out)
     if out.suffix != ".npz":
         raise StainvirtError(f"{out}: the output must be a .npz file name")
     writable_folder(out.parent)
 
     inputs = {"trainA": Path(a), "trainB": Path(b), "testA": test_a, "testB": test_b}
-    jobs: list[tuple[str, Path, Path]] = []  # (split, root folder, file)
-    for domain, fallback_seed in (("A", seed), ("B", seed + 1)):
-        files = list_images(inputs[f"train{domain}"])
-        test_root = inputs[f"test{domain}"]
-        if test_root is None:
-            train, test = split_files(files, test_fraction, fallback_seed)
-            test_root = inputs[f"train{domain}"]
-        else:
-            train, test = files, list_images(test_root)
-        jobs += [(f"train{domain}", inputs[f"train{domain}"], f) for f in train]
-        jobs += [(f"test{domain}", Path(test_root), f) for f in test]
-
+    jobs = _jobs(inputs, test_fraction, seed)
+    if resolution == NATIVE:
+        _warn_if_resolutions_differ(jobs)
     settings = {
         "tile_size": tile_size,
         "min_tissue": min_tissue,
+        "mpp": resolution.mpp,
+        "magnification": resolution.magnification,
+        "tiles_per_slide": tiles_per_slide,
         "test_fraction": None if test_a and test_b else test_fraction,
         "seed": seed,
         "inputs": {k: (str(v) if v else None) for k, v in inputs.items()},
         "stainvirt_version": __version__,
     }
     writer = _ShardWriter(out, int(shard_mb * 1e6), settings)
-    background = 0
+    counts = TileCounts()
     bad: list[str] = []
     try:
-        bar = tqdm(jobs, desc="reading images", unit="img", disable=not progress)
-        for split, root, file in bar:
+        for index, (split, root, file) in enumerate(
+            tqdm(jobs, desc="reading images", unit="img", disable=not progress)
+        ):
             try:
-                rgb = read_image(file)
+                _pack(writer, split, root, file, resolution, counts, settings, seed + index,
+                      progress)
             except StainvirtError as exc:
                 if not skip_bad:
                     raise
                 log.warning("skipped: %s", exc)
                 bad.append(str(file))
-                continue
-            if min(rgb.shape[:2]) < tile_size:
-                raise StainvirtError(
-                    f"{file}: image is {rgb.shape[1]}x{rgb.shape[0]}, smaller than the "
-                    f"{tile_size}px tile size; pass --tile-size {min(rgb.shape[:2])} or less"
-                )
-            source = file.relative_to(root).as_posix()
-            for y, x, tile in tiles_of(rgb, tile_size):
-                if min_tissue > 0 and not is_tissue(tile, min_tissue):
-                    background += 1
-                    continue
-                writer.add(split, tile, source, y, x)
         for domain in "AB":
             if writer.counts[f"train{domain}"] == 0:
                 raise StainvirtError(
@@ -263,11 +251,94 @@ def prepare(
         writer.discard()
     return PrepareSummary(
         counts=dict(writer.counts),
-        background_skipped=background,
+        background_skipped=counts.background,
         bad_files=bad,
         outputs=outputs,
         bytes_written=sum(p.stat().st_size for p in outputs),
         settings=settings,
+        not_sampled=counts.not_sampled,
     )
 
 
+def _jobs(inputs: dict, test_fraction: float, seed: int) -> list[tuple[str, Path, Path]]:
+    """``(split, root folder, file)`` of every image, test files held out per domain."""
+    jobs: list[tuple[str, Path, Path]] = []
+    for domain, fallback_seed in (("A", seed), ("B", seed + 1)):
+        files = list_images(inputs[f"train{domain}"])
+        test_root = inputs[f"test{domain}"]
+        if test_root is None:
+            train, test = split_files(files, test_fraction, fallback_seed)
+            test_root = inputs[f"train{domain}"]
+        else:
+            train, test = files, list_images(test_root)
+        jobs += [(f"train{domain}", inputs[f"train{domain}"], f) for f in train]
+        jobs += [(f"test{domain}", Path(test_root), f) for f in test]
+    return jobs
+
+
+def _pack(
+    writer: _ShardWriter,
+    split: str,
+    root: Path,
+    file: Path,
+    resolution: Resolution,
+    counts: TileCounts,
+    settings: dict,
+    seed: int,
+    progress: bool = False,
+) -> None:
+    """Add the tiles of one image or slide to ``writer`` (a progress bar of its own for a slide)."""
+    tile_size = settings["tile_size"]
+    with open_slide(file) as slide:
+        regions = resolution.regions(slide)
+        if min(regions.height, regions.width) < tile_size:
+            at = "" if resolution == NATIVE else f" at {resolution}"
+            raise StainvirtError(
+                f"{file}: image is {regions.width}x{regions.height}{at}, smaller than the "
+                f"{tile_size}px tile size; pass --tile-size {min(regions.height, regions.width)} "
+                "or less"
+            )
+        # A pyramid makes the thumbnail cheap; without one, only size calls for it.
+        large = slide.level_count > 1 or regions.height * regions.width > WHOLE_READ_PIXELS
+        tissue = None
+        if large:
+            tissue = TissueMap(thumbnail_tissue_mask(slide.thumbnail()), regions.height,
+                               regions.width)
+        # Positions are recorded in level-0 pixels, whatever resolution tiles were cut at.
+        to_level0 = slide.level_size(0)[0] / regions.height
+        source = file.relative_to(root).as_posix()
+        here = TileCounts()
+        tiles = image_tiles(
+            regions, tile_size, settings["min_tissue"], tissue=tissue,
+            max_tiles=settings["tiles_per_slide"], seed=seed, counts=here,
+        )
+        bar = tqdm(tiles, desc=f"  {file.name}", unit="tile", leave=False,
+                   disable=not (progress and large), total=settings["tiles_per_slide"])
+        for y, x, tile in bar:
+            writer.add(split, tile, source, round(y * to_level0), round(x * to_level0))
+    if large:
+        log.info("%s: %d tiles of %d px at %s resolution (%d grid tiles, %d glass)", source,
+                 here.kept, tile_size, resolution, here.grid, here.background)
+    for name in ("grid", "background", "not_sampled", "kept"):
+        setattr(counts, name, getattr(counts, name) + getattr(here, name))
+
+
+def _warn_if_resolutions_differ(jobs: list[tuple[str, Path, Path]]) -> None:
+    """Warn when domains A and B were scanned at different resolutions and no --mpp is set."""
+    mpps: dict[str, list[float]] = {"A": [], "B": []}
+    for split, _, file in jobs:
+        if is_slide(file):
+            try:
+                with open_slide(file) as slide:
+                    if slide.mpp:
+                        mpps[split[-1]].append(slide.mpp)
+            except StainvirtError:
+                continue  # reported when the file is read
+    if mpps["A"] and mpps["B"]:
+        a, b = float(np.median(mpps["A"])), float(np.median(mpps["B"]))
+        if abs(a / b - 1) > 0.1:
+            log.warning(
+                "domain A is scanned at %.3g microns per pixel and domain B at %.3g; the "
+                "networks would learn a change of scale. Pass --mpp %.2g (or --magnification) "
+                "to read both at one resolution", a, b, max(a, b),
+            )

@@ -34,6 +34,7 @@ from typing import Any, NamedTuple
 from stainvirt.config import Config
 from stainvirt.errors import StainvirtError
 from stainvirt.io.atomic import atomic_path, atomic_write_text, remove_stale_temps
+from stainvirt.io.slides import Resolution
 
 
 class Direction(NamedTuple):
@@ -184,6 +185,18 @@ class RunDir:
                 f"{self.data_path}: cannot read the data-set record ({exc}); it is corrupt. "
                 "Delete it and resume with --data"
             ) from exc
+
+    def training_resolution(self) -> Resolution | None:
+        """The resolution prepare read the run's data set at; None if it set none.
+
+        Prepare's ``--mpp`` or ``--magnification``, for reading slides the same way;
+        files without a pixel size are then read at their own resolution, with a warning.
+        """
+        settings = (self.data_record() or {}).get("prepare_settings") or {}
+        mpp, magnification = settings.get("mpp"), settings.get("magnification")
+        if mpp is None and magnification is None:
+            return None
+        return Resolution(mpp, magnification, required=False)
 
     def save_data_record(self, record: dict[str, Any]) -> Path:
         """Write ``data.json`` atomically."""

@@ -13,9 +13,10 @@ from PIL import Image
 from stainvirt.config import preset
 from stainvirt.errors import StainvirtError
 from stainvirt.io.images import read_image
+from stainvirt.io.regions import RawRegions, TiffRegions
+from stainvirt.io.slides import open_regions, open_slide
 from stainvirt.models import build_generator
-from stainvirt.translate import Tiling, Translator, open_regions, seam_ratio, write_figure
-from stainvirt.translate.readers import RawRegions, TiffRegions
+from stainvirt.translate import Tiling, Translator, seam_ratio, write_figure
 
 SMALL_TILES = dict(tile_size=64, overlap=16)
 
@@ -97,8 +98,10 @@ def test_tiffs_are_read_region_by_region(tmp_path, options, reader):
     image = tissue_image(130, 170)
     tifffile.imwrite(tmp_path / "a.tif", image, photometric="rgb", **options)
     whole = read_image(tmp_path / "a.tif")
-    with open_regions(tmp_path / "a.tif") as regions:
-        assert isinstance(regions, reader) and (regions.height, regions.width) == (130, 170)
+    with open_slide(tmp_path / "a.tif") as slide:
+        assert isinstance(slide.level_regions[0], reader)
+        regions = slide.regions()
+        assert (regions.height, regions.width) == (130, 170)
         for top, left, height, width in [(0, 0, 130, 170), (5, 40, 64, 64), (100, 150, 30, 20)]:
             np.testing.assert_array_equal(regions.read(top, left, height, width),
                                           whole[top : top + height, left : left + width])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from stainvirt.cli.options import add_tiling_options
+from stainvirt.cli.options import add_resolution_options, add_tiling_options, resolution_from
 
 DESCRIPTION = """\
 Translate every image of --source with the run's generator and score the
@@ -74,6 +74,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--figure-images", type=int, default=3, metavar="K",
                    help="worst and best images shown in the figure, each (default: %(default)s)")
     add_tiling_options(p)
+    add_resolution_options(p, "default: the resolution the run was trained at, if its data set "
+                              "was prepared with one, else each file's own")
     p.set_defaults(func=run)
 
 
@@ -99,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
         overlap=args.overlap,
         dab_threshold=DAB_THRESHOLD if args.dab_threshold is None else args.dab_threshold,
         figure_images=args.figure_images,
+        resolution=resolution_from(args),
         progress=not args.quiet,
     )
     paths = write_report(evaluation, args.out)

@@ -1,25 +1,39 @@
-"""``stainvirt prepare``: pack unpaired A/B image folders into a compressed ``.npz``."""
+"""``stainvirt prepare``: pack unpaired A/B images or slides into a compressed ``.npz``."""
 
 from __future__ import annotations
 
 import argparse
 
+from stainvirt.cli.options import add_resolution_options, resolution_from
 from stainvirt.tissue import DEFAULT_MIN_TISSUE
 
 DESCRIPTION = """\
-Pack folders of unpaired domain A (H&E) and domain B (IHC) images into one
-compressed .npz with arrays trainA, trainB, testA, testB (N, H, W, 3 uint8),
-the source file and (y, x) position of every tile, and the settings used.
+Pack folders of unpaired domain A (H&E) and domain B (IHC) images or whole
+slides into one compressed .npz with arrays trainA, trainB, testA, testB
+(N, H, W, 3 uint8), the source file and (y, x) position (level-0 pixels) of
+every tile, and the settings used.
 
-Folders are read recursively in sorted order: PNG, JPEG and TIFF, including
-tiled/pyramidal TIFF and SVS (full resolution, level 0). Grey, RGBA (composited
-on white), palette and 16-bit images are converted to 8-bit RGB with a warning.
+Folders are read recursively in sorted order: whole slides through OpenSlide
+(Aperio SVS, Hamamatsu NDPI, 3DHistech MRXS, Leica SCN, Ventana BIF, Philips
+TIFF, DICOM), OME-TIFF and plain TIFF through tifffile (tiled, pyramidal), PNG
+and JPEG. Grey, RGBA (composited on white), palette and 16-bit images are
+converted to 8-bit RGB with a warning.
 
-Images are cut into non-overlapping tiles of --tile-size from the top-left; a
-remainder narrower than a tile is dropped. An image smaller than --tile-size is
-an error (not resized): pass a smaller --tile-size. A tile is kept when at least
---min-tissue of its pixels are tissue: coloured (max-min of RGB >= 20) or dark
-(mean RGB < 200); bright grey glass is skipped as background.
+Resolution: --mpp 0.5 (or --magnification 20) reads every image at that pixel
+size, from the best pyramid level, resampled; the data set records it, and
+'stainvirt translate' reads slides the same way. Without it, images are read at
+their own full resolution, with a warning if domains A and B were scanned at
+different ones.
+
+Tiles: images are cut into non-overlapping tiles of --tile-size; a remainder
+narrower than a tile is dropped. An image smaller than --tile-size is an error
+(not resized). A tile is kept when at least --min-tissue of its pixels are
+tissue: coloured (max-min of RGB >= 20) or dark (mean RGB < 200); bright grey
+glass is skipped as background. Slides (and images over 50 megapixels) are
+never read whole: tissue is found on a thumbnail (Otsu on saturation, holes
+filled, specks, pen marks and dark borders dropped), and only tiles over tissue
+are read. --tiles-per-slide N takes at most N tiles per image, seeded and
+spread over its tissue.
 
 Test tiles come from --test-a/--test-b folders, or else from --test-fraction of
 each domain's files (split by file so neighbouring tiles never straddle train
@@ -29,9 +43,11 @@ shards NAME-00000.npz, NAME-00001.npz, ... are written instead of NAME.npz;
 """
 
 EPILOG = """\
-example:
+examples:
   stainvirt prepare --a data/sample/trainA --b data/sample/trainB \\
       --test-a data/sample/testA --test-b data/sample/testB --out data/stain.npz
+  stainvirt prepare --a slides/he --b slides/her2 --mpp 0.5 --tiles-per-slide 500 \\
+      --skip-bad --out data/her2.npz
 """
 
 
@@ -57,7 +73,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--min-tissue", type=float, default=DEFAULT_MIN_TISSUE, metavar="F",
         help=f"tissue share a tile needs, 0 keeps all (default: {DEFAULT_MIN_TISSUE})",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the train/test split (default: 0)")
+    add_resolution_options(p, "default: each file's own")
+    p.add_argument(
+        "--tiles-per-slide", type=int, metavar="N",
+        help="at most N tiles per image or slide, spread over its tissue (default: all)",
+    )
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the train/test split and of the tiles sampled (default: 0)")
     p.add_argument(
         "--skip-bad", action="store_true",
         help="skip unreadable or non-image files and list them, instead of stopping",
@@ -72,12 +94,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``stainvirt prepare``."""
+    from stainvirt.io.slides import NATIVE
     from stainvirt.prepare import prepare
 
     summary = prepare(
         args.a, args.b, args.out,
         test_a=args.test_a, test_b=args.test_b, test_fraction=args.test_fraction,
-        tile_size=args.tile_size, min_tissue=args.min_tissue, seed=args.seed,
+        tile_size=args.tile_size, min_tissue=args.min_tissue,
+        resolution=resolution_from(args) or NATIVE, tiles_per_slide=args.tiles_per_slide,
+        seed=args.seed,
         skip_bad=args.skip_bad, shard_mb=args.shard_mb, progress=not args.quiet,
     )
     print(summary.line())

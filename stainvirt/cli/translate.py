@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from stainvirt.cli.options import add_tiling_options
+from stainvirt.cli.options import add_resolution_options, add_tiling_options, resolution_from
 from stainvirt.errors import StainvirtError
 
 FIGURE_IMAGES = 4
@@ -14,14 +14,16 @@ LISTED_OUTPUTS = 10
 EXAMPLES = """\
 examples:
   stainvirt translate --direction A2B --model runs/demo data/sample/testA --out out/translate
-  stainvirt translate --direction A2B --model runs/demo slide7.svs --out out/ --skip-background
+  stainvirt translate --direction A2B --model runs/demo slide7.svs --out out/ --mpp 0.5
   stainvirt translate --direction B2A --model runs/demo 'ihc/*.png' --out out/ --format tiff \\
       --figure out/figure.png
 
 Outputs are named after their input and direction (slide7.svs -> out/slide7_A2B.ome.tif)
-and have exactly the input's height and width. Images larger than one tile are
-translated tile by tile with overlapping, cross-faded tiles, so a slide of any
-size fits in a bounded amount of memory.
+and have exactly the input's height and width at the resolution it is read at;
+slides and TIFFs become tiled, pyramidal OME-TIFF with that pixel size, which
+QuPath opens. Images larger than one tile are translated tile by tile with
+overlapping, cross-faded tiles, so a slide of any size fits in a bounded amount
+of memory; on slides, tiles over glass (found on a thumbnail) are copied through.
 """
 
 
@@ -31,8 +33,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "translate",
         help="translate images or slides with a trained model (H&E <-> IHC)",
         description=(
-            "Translate PNG, JPEG, TIFF and SVS images (level 0 of a pyramid) with the "
-            "generator of a training run: A2B turns H&E into virtual IHC, B2A the reverse."
+            "Translate whole slides (every format OpenSlide reads), OME-TIFF, TIFF, PNG and "
+            "JPEG images with the generator of a training run: A2B turns H&E into virtual "
+            "IHC, B2A the reverse. A run whose data set was prepared at an --mpp reads "
+            "slides at that resolution unless told otherwise."
         ),
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -53,9 +57,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="png, or tiff (pyramidal OME-TIFF, tiled, for QuPath and other "
                         "viewers; needed above 100 megapixels); default: tiff for TIFF and "
                         "SVS inputs, png otherwise")
-    p.add_argument("--skip-background", action="store_true",
+    add_resolution_options(p, "default: the resolution the run was trained at, if its data "
+                              "set was prepared with one, else each file's own")
+    p.add_argument("--skip-background", action=argparse.BooleanOptionalAction, default=None,
                    help="copy tiles that are almost all glass (under 1%% tissue) through "
-                        "unchanged; faster on slides")
+                        "unchanged (default: on for slides and TIFFs, judged on a thumbnail's "
+                        "tissue mask; off for PNG/JPEG, judged on the tile's pixels when on)")
     p.add_argument("--skip-bad", action="store_true",
                    help="exit 0 even if some images could not be read (they are still "
                         "named in an error line each)")
@@ -80,16 +87,21 @@ def run(args: argparse.Namespace) -> int:
         overlap=args.overlap,
         batch_size=args.batch_size,
         skip_background=args.skip_background,
+        resolution=resolution_from(args),
     )
     report = translator.translate_paths(
         args.inputs, args.out, args.format, progress=not args.quiet
     )
-    done = len(report.outputs)
-    rate = report.megapixels / report.seconds if report.seconds else 0.0
+    done, seconds = len(report.outputs), max(report.seconds, 1e-9)
+    tissue = report.megapixels - report.glass_megapixels
     print(
         f"translated {done} image(s), {report.megapixels:.1f} megapixels, in "
-        f"{report.seconds:.1f} s ({rate:.2f} MP/s) with {args.model}, {translator.direction}"
+        f"{report.seconds:.1f} s ({report.megapixels / seconds:.2f} MP/s) with {args.model}, "
+        f"{translator.direction}, at {translator.resolution} resolution"
     )
+    if report.glass_megapixels:
+        print(f"  {report.glass_megapixels:.1f} MP of glass copied through; the "
+              f"{tissue:.1f} MP of tissue at {tissue / seconds:.2f} MP/s")
     outputs = list(report.outputs.values())
     for out in outputs[:LISTED_OUTPUTS]:
         print(f"  {out}")

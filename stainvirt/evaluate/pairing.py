@@ -10,7 +10,7 @@ from pathlib import Path
 
 from stainvirt.errors import StainvirtError
 from stainvirt.io.images import list_images
-from stainvirt.translate.readers import image_size
+from stainvirt.io.slides import image_size
 
 log = logging.getLogger("stainvirt")
 

@@ -43,7 +43,8 @@ from stainvirt.evaluate.metrics import (
     ssim,
 )
 from stainvirt.evaluate.pairing import checked_pairs
-from stainvirt.io.images import list_images, read_image
+from stainvirt.io.images import list_images
+from stainvirt.io.slides import Resolution
 from stainvirt.rundir import DIRECTIONS, RunDir, check_direction
 from stainvirt.translate.api import Translator
 from stainvirt.translate.tiling import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
@@ -158,6 +159,7 @@ def evaluate(
     overlap: int = DEFAULT_OVERLAP,
     dab_threshold: float = DAB_THRESHOLD,
     figure_images: int = FIGURE_IMAGES,
+    resolution: Resolution | None = None,
     progress: bool = True,
 ) -> Evaluation:
     """Translate every source image with the model and score the translations.
@@ -177,6 +179,8 @@ def evaluate(
         overlap: Overlap of neighbouring tiles.
         dab_threshold: DAB optical density counted as DAB-positive (paired A2B).
         figure_images: Worst and best images to keep for the figure, each.
+        resolution: The resolution images are read at (sources and targets alike);
+            default: the one the run was trained at, else each file's own.
         progress: Show progress bars.
 
     Returns:
@@ -194,10 +198,9 @@ def evaluate(
         raise StainvirtError("--paired needs --target: the folder of registered real targets")
     items, targets = _items(source, target, paired)
     config = RunDir(model).load_config().to_dict()  # checks the run folder before the slow loads
-    forward = Translator.from_run(model, direction, tile_size=tile_size, overlap=overlap)
-    backward = None if paired else Translator.from_run(
-        model, back, tile_size=tile_size, overlap=overlap
-    )
+    options = dict(tile_size=tile_size, overlap=overlap, resolution=resolution)
+    forward = Translator.from_run(model, direction, **options)
+    backward = None if paired else Translator.from_run(model, back, **options)
 
     # One pass over the real target set fits the Reinhard transfer and counts
     # the histograms the unpaired distances compare with.
@@ -205,7 +208,7 @@ def evaluate(
     baseline_fns: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
     if target_hist is not None or (baselines and targets):
         bar = tqdm(targets, "target set", unit="image", disable=not progress)
-        real = (read_image(path) for path in bar)
+        real = (forward.read(path) for path in bar)
         if baselines:
             if target_hist is not None:
                 real = _tee(real, target_hist.add)
@@ -229,6 +232,7 @@ def evaluate(
         "baselines": list(baseline_fns),
         "tile_size": tile_size,
         "overlap": overlap,
+        "resolution": str(forward.resolution),
         "primary_metric": primary,
     } | _metric_settings(direction, paired, bool(targets), dab_threshold)
     evaluation = Evaluation(
@@ -246,13 +250,13 @@ def evaluate(
     root = Path(source)
     bar = tqdm(items, f"evaluate {direction}", unit="image", disable=not progress)
     for index, (src_path, tgt_path) in enumerate(bar):
-        src = read_image(src_path)
+        src = forward.read(src_path)
         fake = forward.translate_array(src)
         preds = {MODEL: fake} | {name: fn(src) for name, fn in baseline_fns.items()}
         for name, hist in hists.items():
             hist.add(preds[name])
         if tgt_path is not None:
-            reference = read_image(tgt_path)
+            reference = forward.read(tgt_path)
             metrics = {
                 name: paired_metrics(pred, reference, direction, dab_threshold)
                 for name, pred in preds.items()

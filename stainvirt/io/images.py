@@ -19,6 +19,7 @@ import numpy as np
 from stainvirt.errors import StainvirtError
 
 if TYPE_CHECKING:
+    import PIL.Image
     import tifffile
 
 log = logging.getLogger("stainvirt")
@@ -26,6 +27,8 @@ log = logging.getLogger("stainvirt")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".svs")
 TIFF_SUFFIXES = (".tif", ".tiff", ".svs")
 _REPLACE_BAD_FILE = "remove or replace the file, or pass --skip-bad to skip such files"
+MAX_FLAT_PIXELS = 250_000_000
+"""PNG and JPEG are decoded whole: beyond this (750 MB of RGB) a tiled TIFF is the way."""
 
 
 def is_image_file(path: str | Path) -> bool:
@@ -96,10 +99,8 @@ def read_image(path: str | Path) -> np.ndarray:
 
 
 def _read_pillow(path: Path) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
     try:
-        with Image.open(path) as img:
+        with open_flat_image(path) as img:
             img.load()
             if img.mode == "P":
                 log.warning("%s: palette image expanded to RGB", path)
@@ -110,10 +111,42 @@ def _read_pillow(path: Path) -> np.ndarray:
             elif img.mode == "1":
                 img = img.convert("L")
             return np.asarray(img)
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise StainvirtError(
+            f"{path}: not a readable image ({exc}); {_REPLACE_BAD_FILE}"
+        ) from exc
+
+
+def open_flat_image(path: str | Path) -> PIL.Image.Image:
+    """Open a PNG or JPEG with Pillow, lazily, refusing one beyond :data:`MAX_FLAT_PIXELS`.
+
+    Only the header is read, so an image whose header claims an absurd size
+    (a truncated file, a decompression bomb) is refused before any decoding.
+
+    Raises:
+        StainvirtError: if the file is not an image, or too large to decode whole.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    # Our own limit, checked below with the real size in the message, replaces Pillow's.
+    pillow_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        img = Image.open(path)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise StainvirtError(
             f"{path}: not a readable image ({exc}); {_REPLACE_BAD_FILE}"
         ) from exc
+    finally:
+        Image.MAX_IMAGE_PIXELS = pillow_limit
+    if img.width * img.height > MAX_FLAT_PIXELS:
+        img.close()
+        raise StainvirtError(
+            f"{path}: {img.width}x{img.height} px is beyond the {MAX_FLAT_PIXELS // 10**6} "
+            f"megapixel limit for {img.format or 'PNG/JPEG'} images, which are decoded whole "
+            "(or its header is damaged); convert it to a tiled pyramidal TIFF (e.g. 'vips "
+            "tiffsave in.png out.tif --tile --pyramid') or cut it into tiles"
+        )
+    return img
 
 
 def open_tiff(path: str | Path) -> tifffile.TiffFile:

@@ -8,15 +8,12 @@ image is larger than one tile, and writes PNG or pyramidal OME-TIFF outputs.
 
 from stainvirt.translate.api import TranslationReport, Translator
 from stainvirt.translate.figure import write_figure
-from stainvirt.translate.readers import image_size, open_regions
 from stainvirt.translate.tiling import Tiling, seam_ratio
 
 __all__ = [
     "Tiling",
     "TranslationReport",
     "Translator",
-    "image_size",
-    "open_regions",
     "seam_ratio",
     "write_figure",
 ]

@@ -21,10 +21,11 @@ import numpy as np
 from stainvirt.errors import StainvirtError
 from stainvirt.io.atomic import writable_folder
 from stainvirt.io.images import TIFF_SUFFIXES, expand_inputs, to_rgb_uint8
+from stainvirt.io.regions import ArrayRegions, Regions
 from stainvirt.io.scaling import to_uint8, to_unit
+from stainvirt.io.slides import NATIVE, Resolution, Slide, image_size, is_slide, open_slide
 from stainvirt.rundir import RunDir, check_direction
-from stainvirt.tissue import is_tissue
-from stainvirt.translate.readers import ArrayRegions, Regions, image_size, open_regions
+from stainvirt.tissue import TissueMap, is_tissue, thumbnail_tissue_mask
 from stainvirt.translate.tiling import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, Tiling, pad_to
 from stainvirt.translate.writers import write_png, write_tiff
 
@@ -46,6 +47,8 @@ class TranslationReport:
     failures: list[tuple[Path, str]] = field(default_factory=list)
     """``(input, error message)`` of every image that could not be translated."""
     megapixels: float = 0.0
+    glass_megapixels: float = 0.0
+    """Of ``megapixels``, the part in tiles copied through as glass instead of translated."""
     seconds: float = 0.0
 
 
@@ -58,7 +61,12 @@ class Translator:
         direction: ``A2B`` or ``B2A``; names the outputs.
         batch_size: Tiles per generator call; default 8 on a GPU, 1 on a CPU
             (where larger batches are slower).
-        skip_background: Copy tiles that are almost all glass through unchanged.
+        skip_background: Copy tiles that are almost all glass through unchanged:
+            None (default) for slides and TIFFs, judged on a thumbnail's tissue
+            mask; True for every image (others judged on the tile's pixels);
+            False for none.
+        resolution: The resolution slides are read at (default: each file's own).
+            Outputs have the size of the input at that resolution.
     """
 
     def __init__(
@@ -68,7 +76,8 @@ class Translator:
         *,
         direction: str = "A2B",
         batch_size: int | None = None,
-        skip_background: bool = False,
+        skip_background: bool | None = None,
+        resolution: Resolution = NATIVE,
     ) -> None:
         if batch_size is not None and batch_size < 1:
             raise StainvirtError(f"batch size must be at least 1, not {batch_size} (--batch-size)")
@@ -77,6 +86,7 @@ class Translator:
         self.direction = check_direction(direction)
         self.batch_size = batch_size or _default_batch_size()
         self.skip_background = skip_background
+        self.resolution = resolution
 
     @classmethod
     def from_run(
@@ -87,7 +97,8 @@ class Translator:
         tile_size: int = DEFAULT_TILE_SIZE,
         overlap: int = DEFAULT_OVERLAP,
         batch_size: int | None = None,
-        skip_background: bool = False,
+        skip_background: bool | None = None,
+        resolution: Resolution | None = None,
     ) -> Translator:
         """Load the generator for ``direction`` from a run folder written by ``stainvirt train``.
 
@@ -97,7 +108,11 @@ class Translator:
             tile_size: Side of the tiles large images are cut into.
             overlap: Pixels neighbouring tiles share and cross-fade over.
             batch_size: Tiles per generator call (default: 8 on a GPU, 1 on a CPU).
-            skip_background: Copy tiles that are almost all glass through unchanged.
+            skip_background: Copy glass through (see :class:`Translator`).
+            resolution: The resolution slides are read at; default: the one the
+                run was trained at (slides without a pixel size, and PNG/JPEG,
+                are then read at their own, with a warning for slides), or each
+                file's own if the run recorded none.
 
         Raises:
             StainvirtError: for an unknown direction, a tiling that does not fit the
@@ -107,12 +122,15 @@ class Translator:
         # Check everything cheap before the slow model load.
         run = RunDir(run_dir)
         tiling = Tiling.for_config(run.load_config(), tile_size, overlap)
+        if resolution is None:
+            resolution = run.training_resolution() or NATIVE
         return cls(
             run.load_generator(direction),
             tiling,
             direction=direction,
             batch_size=batch_size,
             skip_background=skip_background,
+            resolution=resolution,
         )
 
     def translate_array(self, rgb: np.ndarray) -> np.ndarray:
@@ -125,7 +143,15 @@ class Translator:
             The translation, uint8 RGB of the same height and width.
         """
         image = ArrayRegions(to_rgb_uint8(rgb, "array"))
-        return np.concatenate(list(self._bands(image)))
+        glass = _glass_by_pixels if self.skip_background else None
+        return np.concatenate(list(self._bands(image, is_glass=glass)))
+
+    def read(self, path: str | Path) -> np.ndarray:
+        """A whole image as uint8 RGB, read at the resolution it would be translated at."""
+        path = Path(path)
+        with open_slide(path) as slide:
+            image = slide.regions(self._size(path)[2])
+            return image.read(0, 0, image.height, image.width)
 
     def translate_file(
         self,
@@ -153,7 +179,7 @@ class Translator:
         path = Path(path)
         out = self.output_path(path, out_dir, fmt)
         _check_output(out, {path.resolve()})
-        return self._write(path, out, progress)
+        return self._write(path, out, self._size(path)[2], progress)
 
     def translate_paths(
         self,
@@ -191,18 +217,21 @@ class Translator:
             try:
                 _check_output(out, inputs_resolved, claimed)
                 claimed.add(out)
-                sizes[path] = image_size(path)
+                sizes[path] = self._size(path)
             except StainvirtError as exc:
                 self._failed(report, path, exc)
-        total = sum(self.tiling.count(*size) for size in sizes.values())
+        total = sum(self.tiling.count(height, width) for height, width, _ in sizes.values())
         with tqdm(total=total, unit="tile", disable=not progress, dynamic_ncols=True) as bar:
-            for i, (path, (height, width)) in enumerate(sizes.items(), start=1):
+            for i, (path, (height, width, mpp)) in enumerate(sizes.items(), start=1):
                 bar.set_postfix_str(f"image {i}/{len(sizes)}: {path.name}")
+                tally = _Tally()
                 try:
-                    report.outputs[path] = self._write(path, targets[path], bar.update)
-                    report.megapixels += height * width / 1e6
+                    report.outputs[path] = self._write(path, targets[path], mpp, bar.update, tally)
                 except StainvirtError as exc:
                     self._failed(report, path, exc)
+                    continue
+                report.megapixels += height * width / 1e6
+                report.glass_megapixels += height * width / 1e6 * tally.glass / tally.tiles
         report.seconds = time.perf_counter() - start
         return report
 
@@ -233,10 +262,26 @@ class Translator:
                 targets.setdefault(path, self.output_path(path, below, fmt))
         return targets
 
-    def _write(self, path: Path, out: Path, progress: Callable[[int], object] | None) -> Path:
-        """Translate ``path`` into ``out`` (PNG or OME-TIFF by its suffix)."""
-        with open_regions(path) as image:
-            bands = self._bands(image, progress)
+    def _size(self, path: Path) -> tuple[int, int, float | None]:
+        """``(height, width, mpp)`` of ``path`` at the resolution it is translated at."""
+        if not is_slide(path) and (self.resolution == NATIVE or not self.resolution.required):
+            return (*image_size(path), None)  # PNG/JPEG: from the header, at their own size
+        with open_slide(path) as slide:
+            regions = self.resolution.regions(slide)
+            return regions.height, regions.width, regions.mpp
+
+    def _write(
+        self,
+        path: Path,
+        out: Path,
+        mpp: float | None,
+        progress: Callable[[int], object] | None = None,
+        tally: _Tally | None = None,
+    ) -> Path:
+        """Translate ``path``, read at ``mpp`` (None: level 0), into ``out`` (PNG or OME-TIFF)."""
+        with open_slide(path) as slide:
+            image = slide.regions(mpp)
+            bands = self._bands(image, progress, self._glass_test(slide, image), tally)
             if out.suffix == ".png":
                 if image.height * image.width > PNG_MAX_PIXELS:
                     raise StainvirtError(
@@ -247,19 +292,28 @@ class Translator:
             return write_tiff(out, image.height, image.width, bands, image.mpp)
 
     def _bands(
-        self, image: Regions, progress: Callable[[int], object] | None = None
+        self,
+        image: Regions,
+        progress: Callable[[int], object] | None = None,
+        is_glass: Callable[[np.ndarray, int, int], bool] | None = None,
+        tally: _Tally | None = None,
     ) -> Iterator[np.ndarray]:
         """The translation as uint8 row bands, top to bottom, one per row of tiles.
 
         Only one row of tiles and one band of blended output are in memory at a time.
+        ``is_glass(tile, top, left)`` picks the tiles copied through untranslated.
         """
+        tally = tally or _Tally()
         rows, cols = self.tiling.plan(image.height), self.tiling.plan(image.width)
         blended = np.zeros((rows.length, cols.extent, 3), np.float32)
         for r, top in enumerate(rows.starts):
             band = image.read(top, 0, min(rows.length, image.height - top), image.width)
             band = pad_to(band, rows.length, cols.extent)
             tiles = [band[:, left : left + cols.length] for left in cols.starts]
-            for c, out in self._outputs(tiles):
+            glass = [bool(is_glass and is_glass(t, top, left))
+                     for t, left in zip(tiles, cols.starts, strict=True)]
+            tally.tiles, tally.glass = tally.tiles + len(tiles), tally.glass + sum(glass)
+            for c, out in self._outputs(tiles, glass):
                 weight = rows.weights[r][:, None, None] * cols.weights[c][None, :, None]
                 blended[:, cols.starts[c] : cols.starts[c] + cols.length] += weight * out
             if progress:
@@ -272,11 +326,16 @@ class Translator:
             else:
                 yield to_uint8(blended[: image.height - top, : image.width])
 
-    def _outputs(self, tiles: Sequence[np.ndarray]) -> Iterator[tuple[int, np.ndarray]]:
-        """``(index, output in [-1, 1])`` of each uint8 tile, batched through the generator."""
+    def _outputs(
+        self, tiles: Sequence[np.ndarray], glass: Sequence[bool]
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """``(index, output in [-1, 1])`` of each uint8 tile, batched through the generator.
+
+        Glass tiles come back as they are.
+        """
         todo = []
         for i, tile in enumerate(tiles):
-            if self.skip_background and not is_tissue(tile, SKIP_BELOW_TISSUE):
+            if glass[i]:
                 yield i, to_unit(tile)
             else:
                 todo.append(i)
@@ -285,10 +344,35 @@ class Translator:
             batch = to_unit(np.stack([tiles[i] for i in chunk]))
             yield from zip(chunk, np.asarray(self.generator.predict_on_batch(batch)), strict=True)
 
+    def _glass_test(
+        self, slide: Slide, image: Regions
+    ) -> Callable[[np.ndarray, int, int], bool] | None:
+        """How to tell glass tiles of this image, or None to translate every tile."""
+        if self.skip_background is False:
+            return None
+        if is_slide(slide.path):
+            tissue = TissueMap(thumbnail_tissue_mask(slide.thumbnail()), image.height, image.width)
+            side = self.tiling.tile_size
+            return lambda _, top, left: tissue.fraction(top, left, side, side) < SKIP_BELOW_TISSUE
+        return _glass_by_pixels if self.skip_background else None
+
     @staticmethod
     def _failed(report: TranslationReport, path: Path, exc: StainvirtError) -> None:
         log.error("%s", exc)
         report.failures.append((path, str(exc)))
+
+
+def _glass_by_pixels(tile: np.ndarray, top: int, left: int) -> bool:
+    """A tile that is almost all glass by the per-pixel tissue test."""
+    return not is_tissue(tile, SKIP_BELOW_TISSUE)
+
+
+@dataclass
+class _Tally:
+    """Tiles of one image: all of them, and those copied through as glass."""
+
+    tiles: int = 0
+    glass: int = 0
 
 
 def _check_output(out: Path, inputs: set[Path], claimed: set[Path] = frozenset()) -> None:

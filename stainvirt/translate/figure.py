@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from stainvirt.io.slides import open_regions
 from stainvirt.plotting import check_figure_path, image_grid, save_figure
 from stainvirt.rundir import DIRECTIONS, check_direction
 from stainvirt.translate.api import Translator
-from stainvirt.translate.readers import open_regions
 
 FIGURE_MAX_SIDE = 512
 

@@ -1,24 +1,25 @@
-"""Read rectangular regions of images, lazily for large TIFF and SVS files.
+"""Rectangular regions of one image level, read lazily, and the same resampled to any resolution.
 
-A tiled or stripped 8-bit RGB TIFF (SVS slides, pyramidal OME-TIFF, BigTIFF) is
+A tiled or stripped 8-bit RGB TIFF level (SVS, pyramidal OME-TIFF, BigTIFF) is
 never loaded whole: each region read decodes only the TIFF tiles or strips it
-touches, or maps only its rows of an uncompressed file. Other files (PNG, JPEG,
-unusual TIFF layouts) are read whole with :func:`stainvirt.io.images.read_image`.
+touches, or maps only its rows of an uncompressed file. :class:`ResampledRegions`
+shows a slide at a chosen resolution (microns per pixel), reading each region
+from the sharpest level that is not finer than needed and resizing it.
 """
 
 from __future__ import annotations
 
-import contextlib
-import re
-from collections.abc import Iterator
+import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from stainvirt.errors import StainvirtError
-from stainvirt.io.images import TIFF_SUFFIXES, open_tiff, read_image
+
+if TYPE_CHECKING:
+    from stainvirt.io.slides import Slide
 
 
 class Regions(Protocol):
@@ -27,7 +28,7 @@ class Regions(Protocol):
     height: int
     width: int
     mpp: float | None
-    """Microns per pixel at full resolution, when the file says."""
+    """Microns per pixel of these regions, when known."""
 
     def read(self, top: int, left: int, height: int, width: int) -> np.ndarray:
         """The region of ``height`` x ``width`` pixels whose top-left pixel is ``(top, left)``."""
@@ -108,7 +109,7 @@ class TiffRegions:
             )
         return out
 
-    def _decode(self, indices: list[int]) -> Iterator[tuple[int, int, np.ndarray]]:
+    def _decode(self, indices: list[int]):  # -> Iterator[tuple[int, int, np.ndarray]]
         """``(top, left, pixels)`` of each non-empty chunk, in file order."""
         page = self._page
         try:
@@ -128,86 +129,47 @@ class TiffRegions:
             ) from exc
 
 
-@contextlib.contextmanager
-def open_regions(path: str | Path) -> Iterator[Regions]:
-    """Open an image for region reads (level 0 of a pyramid).
+class ResampledRegions:
+    """A slide seen at ``mpp`` microns per pixel, whatever levels it was scanned with.
+
+    Each region is read from the sharpest level whose pixels are not finer than
+    needed (so a 40x slide read at 20x uses its 2x-downsampled level when it has
+    one, and level 0 otherwise), then resized with Lanczos filtering. Regions are
+    mapped to level coordinates exactly (fractional box), so neighbouring
+    regions line up without seams.
 
     Args:
-        path: A PNG, JPEG, TIFF or SVS file.
-
-    Yields:
-        The image's regions; TIFF files stay open until the block ends.
-
-    Raises:
-        StainvirtError: if the file is missing, corrupt or not a supported image.
-
-    Examples:
-        >>> with open_regions("slide.svs") as slide:
-        ...     corner = slide.read(0, 0, 512, 512)
+        slide: The open slide (its level 0 must have a known mpp).
+        mpp: The resolution to show it at.
     """
-    path = Path(path)
-    if not _is_tiff(path):
-        yield ArrayRegions(read_image(path))
-        return
-    with open_tiff(path) as tif:
-        page, mpp = _lazy_page(tif), _mpp(tif)
-        if page is None:
-            yield ArrayRegions(read_image(path), mpp)
-        elif page.is_contiguous and page.compression == 1:
-            yield RawRegions(path, page.dataoffsets[0], *page.shaped[2:4], mpp)
-        else:
-            yield TiffRegions(page, path, mpp)
 
+    def __init__(self, slide: Slide, mpp: float) -> None:
+        self.slide = slide
+        self.mpp = mpp
+        self.scale = mpp / slide.mpp  # level-0 pixels per output pixel
+        height0, width0 = slide.level_size(0)
+        self.height = max(1, round(height0 / self.scale))
+        self.width = max(1, round(width0 / self.scale))
+        # 1 % slack: levels are rarely an exact power of two of level 0.
+        self.level = max(
+            (i for i in range(slide.level_count) if slide.level_downsample(i) <= self.scale * 1.01),
+            key=slide.level_downsample,
+        )
 
-def image_size(path: str | Path) -> tuple[int, int]:
-    """``(height, width)`` of an image (level 0), read from its header.
+    def read(self, top: int, left: int, height: int, width: int) -> np.ndarray:
+        """The region, resampled from the chosen level."""
+        from PIL import Image
 
-    Raises:
-        StainvirtError: if the file is missing, corrupt or not an image.
-    """
-    path = Path(path)
-    if _is_tiff(path):
-        with open_tiff(path) as tif:
-            level = tif.series[0].levels[0]
-            if "Y" in level.axes and "X" in level.axes:
-                return level.shape[level.axes.index("Y")], level.shape[level.axes.index("X")]
-        return read_image(path).shape[:2]  # names the unsupported layout
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            return img.height, img.width
-    except FileNotFoundError as exc:
-        raise StainvirtError(f"{path}: file not found") from exc
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise StainvirtError(f"{path}: not a readable image ({exc}); remove or replace it") from exc
-
-
-def _is_tiff(path: Path) -> bool:
-    return path.suffix.lower() in TIFF_SUFFIXES and path.is_file()
-
-
-def _lazy_page(tif: Any) -> Any | None:
-    """Level 0 of the first series if it can be read region by region, else None."""
-    level = tif.series[0].levels[0]
-    page = level.keyframe
-    if (
-        level.axes == "YXS"
-        and len(level.pages) == 1
-        and page.dtype == np.uint8
-        and page.samplesperpixel == 3
-    ):
-        return page
-    return None
-
-
-def _mpp(tif: Any) -> float | None:
-    """Microns per pixel from an SVS description or metric resolution tags."""
-    page = tif.pages[0]
-    if tif.is_svs:
-        found = re.search(r"\bMPP\s*=\s*([0-9.]+)", page.description)
-        return float(found.group(1)) if found else None
-    metric = {3, 4, 5}  # centimetre, millimetre, micrometre; inch defaults are not measurements
-    if page.resolutionunit in metric and page.resolution[0] > 0:
-        return 1.0 / page.get_resolution("MICROMETER")[0]
-    return None
+        level_h, level_w = self.slide.level_size(self.level)
+        factor = self.scale / self.slide.level_downsample(self.level)
+        box = (left * factor, top * factor, (left + width) * factor, (top + height) * factor)
+        # Read the whole-pixel area under the box plus a margin the Lanczos kernel reaches.
+        margin = 3 * max(1.0, factor)
+        x0, y0 = max(0, math.floor(box[0] - margin)), max(0, math.floor(box[1] - margin))
+        x1 = min(level_w, math.ceil(box[2] + margin))
+        y1 = min(level_h, math.ceil(box[3] + margin))
+        patch = self.slide.read(self.level, y0, x0, y1 - y0, x1 - x0)
+        # Rounded output sizes can reach a fraction of a pixel past the level's edge.
+        shifted = (box[0] - x0, box[1] - y0, min(box[2], x1) - x0, min(box[3], y1) - y0)
+        image = Image.fromarray(patch).resize((width, height), Image.Resampling.LANCZOS, shifted)
+        return np.asarray(image)
