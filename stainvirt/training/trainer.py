@@ -91,7 +91,7 @@ def resolve_config(
 
 def load_training_data(
     run: RunDir, data: str | Path | None
-) -> tuple[Path, PreparedData, dict[str, Any]]:
+) -> tuple[PreparedData, dict[str, Any]]:
     """The data set to train on and the record ``data.json`` will hold.
 
     Args:
@@ -99,8 +99,8 @@ def load_training_data(
         data: the data set asked for; None for the one the run recorded.
 
     Returns:
-        ``(path, data set, record)``; the record still lacks ``steps_per_epoch``
-        for a new run.
+        ``(data set, record)``; the record still lacks ``steps_per_epoch`` for a
+        new run.
 
     Raises:
         StainvirtError: when there is no data set to use, or the recorded one has
@@ -118,11 +118,11 @@ def load_training_data(
     record = {"path": str(path), "fingerprint": prepared.fingerprint(),
               "counts": prepared.counts(), "prepare_settings": prepared.settings}
     if recorded is None:
-        return path, prepared, record
+        return prepared, record
     record["steps_per_epoch"] = recorded["steps_per_epoch"]
     record["earlier"] = recorded.get("earlier", [])
     if record["fingerprint"] == recorded["fingerprint"]:
-        return path, prepared, record
+        return prepared, record
     was = f"{recorded['path']} ({_counts(recorded['counts'])})"
     if not explicit:
         raise StainvirtError(
@@ -137,7 +137,7 @@ def load_training_data(
     )
     earlier = {k: v for k, v in recorded.items() if k != "earlier"}
     record["earlier"] = [*record["earlier"], earlier]
-    return path, prepared, record
+    return prepared, record
 
 
 def _counts(counts: dict[str, int]) -> str:
@@ -214,7 +214,7 @@ def train(
 
     run = RunDir(run_dir)
     cfg, saved = resolve_config(run, cfg, overrides, resume)
-    _, prepared, record = load_training_data(run, data)
+    prepared, record = load_training_data(run, data)
     keras.utils.set_random_seed(cfg.seed)
     keras.mixed_precision.set_global_policy("mixed_float16" if cfg.mixed_precision else "float32")
     sampler = UnpairedSampler(
