@@ -29,7 +29,8 @@ from stainvirt.dataset import SPLITS, dataset_files, shard_path
 from stainvirt.errors import StainvirtError
 from stainvirt.io.atomic import temp_beside, writable_folder
 from stainvirt.io.images import list_images
-from stainvirt.io.slides import NATIVE, Resolution, is_slide, open_slide
+from stainvirt.io.slide import NATIVE, Resolution
+from stainvirt.io.slides import is_slide, open_slide
 from stainvirt.slide_tiles import WHOLE_READ_PIXELS, TileCounts, image_tiles
 from stainvirt.tissue import DEFAULT_MIN_TISSUE, TissueMap, thumbnail_tissue_mask
 

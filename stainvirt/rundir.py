@@ -34,7 +34,7 @@ from typing import Any, NamedTuple
 from stainvirt.config import Config
 from stainvirt.errors import StainvirtError
 from stainvirt.io.atomic import atomic_path, atomic_write_text, remove_stale_temps
-from stainvirt.io.slides import Resolution
+from stainvirt.io.slide import Resolution
 
 
 class Direction(NamedTuple):

@@ -15,15 +15,9 @@ from conftest import REPO, save, tissue_image
 
 from stainvirt.dataset import load_prepared
 from stainvirt.errors import StainvirtError
-from stainvirt.io.slides import (
-    NATIVE,
-    OpenSlideSlide,
-    Resolution,
-    TiffSlide,
-    open_regions,
-    open_slide,
-    read_at,
-)
+from stainvirt.io.slide import NATIVE, Resolution
+from stainvirt.io.slide_formats import OpenSlideSlide, TiffSlide
+from stainvirt.io.slides import open_regions, open_slide, read_at
 from stainvirt.prepare import prepare
 from stainvirt.rundir import RunDir
 from stainvirt.slide_tiles import TileCounts, image_tiles

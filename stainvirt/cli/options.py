@@ -33,9 +33,9 @@ def add_resolution_options(p: argparse.ArgumentParser, default: str) -> None:
                             "each slide's scanning power (a 40x slide read at 20x is halved)")
 
 
-def resolution_from(args: argparse.Namespace):  # -> stainvirt.io.slides.Resolution | None
-    """The :class:`~stainvirt.io.slides.Resolution` the options ask for, or None for none."""
-    from stainvirt.io.slides import Resolution
+def resolution_from(args: argparse.Namespace):  # -> stainvirt.io.slide.Resolution | None
+    """The :class:`~stainvirt.io.slide.Resolution` the options ask for, or None for none."""
+    from stainvirt.io.slide import Resolution
 
     if args.mpp is None and args.magnification is None:
         return None

@@ -94,7 +94,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``stainvirt prepare``."""
-    from stainvirt.io.slides import NATIVE
+    from stainvirt.io.slide import NATIVE
     from stainvirt.prepare import prepare
 
     summary = prepare(

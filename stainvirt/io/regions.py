@@ -19,7 +19,7 @@ import numpy as np
 from stainvirt.errors import StainvirtError
 
 if TYPE_CHECKING:
-    from stainvirt.io.slides import Slide
+    from stainvirt.io.slide import Slide
 
 
 class Regions(Protocol):

@@ -23,7 +23,8 @@ from stainvirt.io.atomic import writable_folder
 from stainvirt.io.images import TIFF_SUFFIXES, expand_inputs, to_rgb_uint8
 from stainvirt.io.regions import ArrayRegions, Regions
 from stainvirt.io.scaling import to_uint8, to_unit
-from stainvirt.io.slides import NATIVE, Resolution, Slide, image_size, is_slide, open_slide
+from stainvirt.io.slide import NATIVE, Resolution, Slide
+from stainvirt.io.slides import image_size, is_slide, open_slide
 from stainvirt.rundir import RunDir, check_direction
 from stainvirt.tissue import TissueMap, is_tissue, thumbnail_tissue_mask
 from stainvirt.translate.tiling import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, Tiling, pad_to
