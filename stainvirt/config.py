@@ -43,9 +43,21 @@ class Config:
     n_layers_d: int = _field(3, "strided layers of the PatchGAN (3: 70x70 receptive field)")
 
     # Losses
+    lambda_adversarial: float = _field(
+        1.0, "weight of each generator's LSGAN loss (0 with --lambda-cycle 0 and "
+             "--lambda-paired: a supervised-only ablation)"
+    )
     lambda_cycle: float = _field(10.0, "weight of each cycle-consistency L1 loss")
     lambda_identity: float = _field(0.5, "identity L1 weight, as a fraction of lambda_cycle")
     pool_size: int = _field(50, "past fakes kept for the discriminators (0: no pool)")
+    lambda_paired: float = _field(
+        0.0, "weight of the supervised loss on registered pairs (prepare --paired): L1 "
+             "over a Gaussian pyramid, per direction (0: unpaired CycleGAN only)"
+    )
+    paired_levels: int = _field(
+        4, "levels of that pyramid: each halves the resolution, so a pair a few pixels "
+           "out of register still agrees on the coarser levels"
+    )
 
     # Optimisation
     lr: float = _field(2e-4, "Adam learning rate of the generators")
@@ -112,10 +124,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         epochs=15, epochs_decay=15, steps_per_epoch=100, batch_size=2, load_size=0,
     ),
 }
+# Registered pairs (adjacent sections): the cpu recipe plus the supervised pyramid loss,
+# which tells the generators where the stain goes; the adversarial and cycle losses
+# keep the result sharp where the pairs are out of register.
+PRESETS["paired"] = {**PRESETS["cpu"], "lambda_paired": 10.0}
 
 
 def preset(name: str, **overrides: Any) -> Config:
-    """The named preset (``tiny``, ``cpu`` or ``paper``) with optional overrides."""
+    """The named preset (``tiny``, ``cpu``, ``paired`` or ``paper``) with optional overrides."""
     if name not in PRESETS:
         raise StainvirtError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
     return Config().replace(**{**PRESETS[name], **overrides})
@@ -131,10 +147,12 @@ def _validate(cfg: Config) -> None:
         fail(f"upsample must be 'transpose' or 'resize', not {cfg.upsample!r}")
     if cfg.strategy not in ("auto", "default", "mirrored", "multiworker"):
         fail(f"strategy must be auto, default, mirrored or multiworker, not {cfg.strategy!r}")
-    for name in ("image_size", "ngf", "ndf", "batch_size", "n_layers_d", "unet_depth"):
+    for name in ("image_size", "ngf", "ndf", "batch_size", "n_layers_d", "unet_depth",
+                 "paired_levels"):
         if getattr(cfg, name) < 1:
             fail(f"{name} must be at least 1")
-    for name in ("n_blocks", "pool_size", "epochs", "epochs_decay", "steps_per_epoch", "load_size"):
+    for name in ("n_blocks", "pool_size", "epochs", "epochs_decay", "steps_per_epoch", "load_size",
+                 "lambda_paired", "lambda_adversarial", "lambda_cycle", "lambda_identity"):
         if getattr(cfg, name) < 0:
             fail(f"{name} must not be negative")
     if cfg.total_epochs < 1:
@@ -147,6 +165,11 @@ def _validate(cfg: Config) -> None:
             f"image_size {cfg.image_size} does not fit the {cfg.generator} generator: use a "
             f"multiple of {size_multiple(cfg)} of at least {min_size}"
         )
+    # Each pyramid level halves the crop; the blur below a level needs 3 pixels.
+    levels = 1 + max(0, (cfg.image_size // 3).bit_length())
+    if cfg.lambda_paired > 0 and cfg.paired_levels > levels:
+        fail(f"paired_levels {cfg.paired_levels} is too many for {cfg.image_size} px crops; "
+             f"use at most {levels}")
 
 
 def size_multiple(cfg: Config) -> int:

@@ -1,10 +1,14 @@
-"""The prepared data set: one compressed ``.npz`` (or numbered shards) of unpaired tiles.
+"""The prepared data set: one compressed ``.npz`` (or numbered shards) of tiles.
 
 Layout of every file (written by :mod:`stainvirt.prepare`):
 
 - ``trainA``, ``trainB``, ``testA``, ``testB``: ``(N, H, W, 3)`` uint8 tiles.
 - ``<split>_source``: the file each tile came from, relative to its input folder.
 - ``<split>_position``: ``(N, 2)`` int32 ``(y, x)`` of the tile's top-left corner.
+- ``train_pairs``, ``test_pairs``: ``(P, 2)`` int32 ``(index into trainA, index into
+  trainB)`` (resp. ``testA``/``testB``) of registered tile pairs (``prepare
+  --paired``), indices into the same file; ``(0, 2)`` when unpaired. Data sets
+  written before pairs existed lack them and load with no pairs.
 - ``settings``: JSON text of the settings that made it.
 
 A data set too large for one file is written as ``NAME-00000.npz``,
@@ -27,6 +31,13 @@ import numpy as np
 from stainvirt.errors import StainvirtError
 
 SPLITS = ("trainA", "trainB", "testA", "testB")
+PAIR_SPLITS = ("train", "test")
+"""Pairs join ``<split>A`` with ``<split>B``; stored as ``<split>_pairs``."""
+
+
+def no_pairs() -> np.ndarray:
+    """An empty ``(0, 2)`` int32 array of pairs."""
+    return np.zeros((0, 2), np.int32)
 
 
 @dataclass
@@ -37,6 +48,11 @@ class PreparedData:
     sources: dict[str, np.ndarray]
     positions: dict[str, np.ndarray]
     settings: dict[str, Any] = field(default_factory=dict)
+    pairs: dict[str, np.ndarray] = field(
+        default_factory=lambda: {split: no_pairs() for split in PAIR_SPLITS}
+    )
+    """Per ``train``/``test``: ``(P, 2)`` int32 ``(index into <split>A, index into
+    <split>B)`` of registered tile pairs, over the whole data set; empty when unpaired."""
 
     def counts(self) -> dict[str, int]:
         """Number of tiles per split."""
@@ -46,13 +62,18 @@ class PreparedData:
         """A hash of every tile and its provenance: equal exactly when the content is.
 
         Hashes the arrays rather than the files, whose zip headers carry write times,
-        so packing the same images again gives the same fingerprint.
+        so packing the same images again gives the same fingerprint. Pairs count
+        only when there are some, so unpaired data sets keep the fingerprint they
+        had before pairs existed (runs record it to notice a changed data set).
         """
         digest = hashlib.blake2b(digest_size=16)
-        for split in SPLITS:
-            for array in (self.tiles[split], self.sources[split], self.positions[split]):
-                digest.update(f"{split}{array.dtype.str}{array.shape}".encode())
-                digest.update(np.ascontiguousarray(array).data)
+        named = [(split, array) for split in SPLITS
+                 for array in (self.tiles[split], self.sources[split], self.positions[split])]
+        named += [(f"{split}_pairs", self.pairs[split]) for split in PAIR_SPLITS
+                  if len(self.pairs[split])]
+        for name, array in named:
+            digest.update(f"{name}{array.dtype.str}{array.shape}".encode())
+            digest.update(np.ascontiguousarray(array).data)
         return digest.hexdigest()
 
 
@@ -92,12 +113,15 @@ def load_prepared(path: str | Path, splits: tuple[str, ...] = SPLITS) -> Prepare
 
     Args:
         path: the ``.npz`` that ``stainvirt prepare --out`` was given.
-        splits: which splits to load (others come back empty).
+        splits: which splits to load (others come back empty, as do the pairs
+            of a split whose A or B tiles are not loaded).
 
     Raises:
         StainvirtError: if a file is missing, not an ``.npz``, or lacks the arrays.
     """
     parts: dict[str, list[np.ndarray]] = {f"{s}{k}": [] for s in splits for k in ("", "_s", "_p")}
+    paired = [p for p in PAIR_SPLITS if f"{p}A" in splits and f"{p}B" in splits]
+    pairs: dict[str, list[np.ndarray]] = {p: [] for p in paired}
     settings: dict[str, Any] = {}
     for file in dataset_files(path):
         try:
@@ -110,6 +134,11 @@ def load_prepared(path: str | Path, splits: tuple[str, ...] = SPLITS) -> Prepare
                     )
                 if "settings" in npz.files:
                     settings = json.loads(str(npz["settings"]))
+                for split in paired:
+                    # Shards index their own tiles: offset by the tiles of earlier shards.
+                    offset = [sum(map(len, parts[f"{split}{d}"])) for d in "AB"]
+                    local = _optional(npz, f"{split}_pairs", no_pairs())
+                    pairs[split].append(local.astype(np.int32) + np.array(offset, np.int32))
                 for split in splits:
                     tiles = npz[split]
                     if tiles.dtype != np.uint8 or tiles.ndim != 4 or tiles.shape[-1] != 3:
@@ -133,6 +162,7 @@ def load_prepared(path: str | Path, splits: tuple[str, ...] = SPLITS) -> Prepare
         sources={s: _concat(parts.get(f"{s}_s"), np.zeros(0, str)) for s in SPLITS},
         positions={s: _concat(parts.get(f"{s}_p"), np.zeros((0, 2), np.int32)) for s in SPLITS},
         settings=settings,
+        pairs={s: _concat(pairs.get(s), no_pairs()) for s in PAIR_SPLITS},
     )
 
 

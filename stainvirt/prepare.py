@@ -1,4 +1,4 @@
-"""Pack folders of unpaired domain A (H&E) and B (IHC) images into a compressed ``.npz``.
+"""Pack folders of domain A (H&E) and B (IHC) images into a compressed ``.npz``.
 
 Images are cut into non-overlapping ``tile_size`` squares from the top-left
 corner (a remainder narrower than a tile is dropped); tiles that fail the tissue
@@ -6,6 +6,11 @@ test (:mod:`stainvirt.tissue`) are skipped as background. Images smaller than a
 tile are an error: pass a smaller ``tile_size``. Tiles are buffered up to
 ``shard_mb`` of pixels, so memory stays bounded however many images there are;
 a data set larger than that becomes numbered shards (see :mod:`stainvirt.dataset`).
+
+With ``paired=True``, A and B images of the same name (:mod:`stainvirt.pairing`)
+are registered pairs: tiles are chosen on the A image as usual, the B tile is
+cut at the same position, and the two are recorded as a pair (``train_pairs``,
+``test_pairs``); images without a partner are packed as unpaired tiles.
 
 Example:
     >>> from stainvirt.prepare import prepare
@@ -15,28 +20,35 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from stainvirt import __version__
-from stainvirt.dataset import SPLITS, dataset_files, shard_path
+from stainvirt.dataset import PAIR_SPLITS, SPLITS, dataset_files, shard_path
 from stainvirt.errors import StainvirtError
 from stainvirt.io.atomic import temp_beside, writable_folder
 from stainvirt.io.images import list_images
 from stainvirt.io.slide import NATIVE, Resolution
 from stainvirt.io.slides import is_slide, open_slide
+from stainvirt.pairing import split_pairs, unmatched_note
 from stainvirt.slide_tiles import WHOLE_READ_PIXELS, TileCounts, image_tiles
 from stainvirt.tissue import DEFAULT_MIN_TISSUE, TissueMap, thumbnail_tissue_mask
 
 log = logging.getLogger("stainvirt")
 
 DEFAULT_SHARD_MB = 1024
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -51,22 +63,30 @@ class PrepareSummary:
     settings: dict = field(default_factory=dict)
     not_sampled: int = 0
     """Tissue tiles left out by ``tiles_per_slide``."""
+    pairs: dict[str, int] | None = None
+    """Registered tile pairs per ``train``/``test``; None when not ``paired``."""
 
     def line(self) -> str:
         """One-line human summary."""
         counts = ", ".join(f"{s} {n}" for s, n in self.counts.items())
+        pairs = ""
+        if self.pairs is not None:
+            per_split = ", ".join(f"{s} {n}" for s, n in self.pairs.items())
+            pairs = f"; {sum(self.pairs.values())} registered pairs ({per_split})"
         where = self.outputs[0] if len(self.outputs) == 1 else f"{len(self.outputs)} shards"
         bad = f", {len(self.bad_files)} bad files skipped" if self.bad_files else ""
         unsampled = (f", {self.not_sampled} tissue tiles beyond --tiles-per-slide left out"
                      if self.not_sampled else "")
         return (
-            f"tiles: {counts}; {self.background_skipped} background tiles skipped{unsampled}"
-            f"{bad}; wrote {where} ({self.bytes_written / 1e6:.1f} MB)"
+            f"tiles: {counts}{pairs}; {self.background_skipped} background tiles skipped"
+            f"{unsampled}{bad}; wrote {where} ({self.bytes_written / 1e6:.1f} MB)"
         )
 
 
-def split_files(files: list[Path], fraction: float, seed: int) -> tuple[list[Path], list[Path]]:
+def split_files(files: Sequence[T], fraction: float, seed: int) -> tuple[list[T], list[T]]:
     """Split files (not tiles, so neighbouring tiles never straddle train and test).
+
+    Also splits registered pairs of files, so both images of a pair land in one split.
 
     Returns:
         ``(train, test)``; ``test`` holds ``round(fraction * n)`` files, at least one
@@ -83,6 +103,33 @@ def split_files(files: list[Path], fraction: float, seed: int) -> tuple[list[Pat
     )
 
 
+class _Image(NamedTuple):
+    """One input file and the split its tiles go to."""
+
+    split: str
+    root: Path
+    file: Path
+
+    @property
+    def source(self) -> str:
+        """The file relative to its input folder, as recorded with each tile."""
+        return self.file.relative_to(self.root).as_posix()
+
+
+_Job = tuple[_Image, ...]
+"""What :func:`_pack` reads at once: one image, or a registered pair (A image, B image)."""
+
+
+class _Tile(NamedTuple):
+    """One tile and where it came from (level-0 ``y``, ``x``), as the writer takes it."""
+
+    split: str
+    pixels: np.ndarray
+    source: str
+    y: int
+    x: int
+
+
 class _ShardWriter:
     """Buffers tiles per split and writes a shard whenever the buffer is full."""
 
@@ -92,20 +139,38 @@ class _ShardWriter:
         self.settings = settings
         self.temp_files: list[Path] = []
         self.counts = dict.fromkeys(SPLITS, 0)
+        self.pair_counts = dict.fromkeys(PAIR_SPLITS, 0)
         self._reset()
 
     def _reset(self) -> None:
         self.tiles: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
         self.sources: dict[str, list[str]] = {s: [] for s in SPLITS}
         self.positions: dict[str, list[tuple[int, int]]] = {s: [] for s in SPLITS}
+        self.pairs: dict[str, list[tuple[int, int]]] = {s: [] for s in PAIR_SPLITS}
         self.buffered = 0
 
-    def add(self, split: str, tile: np.ndarray, source: str, y: int, x: int) -> None:
-        self.tiles[split].append(tile.copy())  # a copy, so the whole image can be freed
-        self.sources[split].append(source)
-        self.positions[split].append((y, x))
-        self.counts[split] += 1
-        self.buffered += tile.nbytes
+    def add(self, tile: _Tile) -> None:
+        self._append(tile)
+        self._flush_if_full()
+
+    def add_pair(self, a: _Tile, b: _Tile) -> None:
+        """Both tiles of a registered pair, into one shard (pairs index a shard's own tiles)."""
+        split = a.split.removesuffix("A")
+        self.pairs[split].append((len(self.tiles[a.split]), len(self.tiles[b.split])))
+        self.pair_counts[split] += 1
+        self._append(a)
+        self._append(b)
+        self._flush_if_full()
+
+    def _append(self, tile: _Tile) -> None:
+        # A copy, so the whole image can be freed.
+        self.tiles[tile.split].append(tile.pixels.copy())
+        self.sources[tile.split].append(tile.source)
+        self.positions[tile.split].append((tile.y, tile.x))
+        self.counts[tile.split] += 1
+        self.buffered += tile.pixels.nbytes
+
+    def _flush_if_full(self) -> None:
         if self.buffered >= self.shard_bytes:
             self.flush()
 
@@ -123,6 +188,8 @@ class _ShardWriter:
             arrays[f"{split}_position"] = np.array(
                 self.positions[split], dtype=np.int32
             ).reshape(-1, 2)
+        for split in PAIR_SPLITS:
+            arrays[f"{split}_pairs"] = np.array(self.pairs[split], dtype=np.int32).reshape(-1, 2)
         settings = {**self.settings, "shard_index": len(self.temp_files)}
         arrays["settings"] = np.array(json.dumps(settings))
         tmp = temp_beside(self.out)
@@ -171,8 +238,9 @@ def prepare(
     skip_bad: bool = False,
     shard_mb: float = DEFAULT_SHARD_MB,
     progress: bool = True,
+    paired: bool = False,
 ) -> PrepareSummary:
-    """Pack unpaired A and B images or slides into ``out`` (a compressed ``.npz``, or shards).
+    """Pack A and B images or slides into ``out`` (a compressed ``.npz``, or shards).
 
     Args:
         a: folder of domain A (H&E) images or slides, read recursively.
@@ -180,7 +248,8 @@ def prepare(
         out: the ``.npz`` to write (atomically; shards are named ``NAME-00000.npz``...).
         test_a: folder of held-out A images; if None, ``test_fraction`` of A's files.
         test_b: folder of held-out B images; if None, ``test_fraction`` of B's files.
-        test_fraction: share of files (not tiles) held out when no test folder is given.
+        test_fraction: share of files (not tiles) held out when no test folder is given;
+            with ``paired``, of the pairs (both images of a pair land in one split).
         tile_size: side of the square tiles, in pixels at ``resolution``.
         min_tissue: fraction of tissue pixels a tile needs to be kept (0 keeps all).
         resolution: the resolution images are read at (default: each file's own);
@@ -190,6 +259,11 @@ def prepare(
         skip_bad: skip unreadable images (listed in the summary) instead of stopping.
         shard_mb: pixels buffered per output file, in MB (bounds memory use).
         progress: show a progress bar.
+        paired: treat A and B images of the same name (a trailing ``_A``/``_B``/
+            ``_HE``/``_IHC`` tag ignored) as registered pairs, ``a`` with ``b`` and
+            ``test_a`` with ``test_b``: the B tile is cut where the A tile is and
+            the two are recorded as a pair. Images without a partner are packed
+            unpaired, after one warning naming them.
 
     Returns:
         A :class:`PrepareSummary` of what was written.
@@ -197,7 +271,8 @@ def prepare(
     Raises:
         StainvirtError: for missing or empty folders, unreadable images (unless
             ``skip_bad``), images smaller than a tile, no tissue found, or an
-            output that cannot be written.
+            output that cannot be written; with ``paired``, for no pairs found,
+            only one test folder, or a pair of two sizes (unless ``skip_bad``).
     """
     if tile_size < 8:
         raise StainvirtError(f"--tile-size {tile_size} is too small; use 8 or more (e.g. 256)")
@@ -210,8 +285,9 @@ def prepare(
         raise StainvirtError(f"{out}: the output must be a .npz file name")
     writable_folder(out.parent)
 
-    inputs = {"trainA": Path(a), "trainB": Path(b), "testA": test_a, "testB": test_b}
-    jobs = _jobs(inputs, test_fraction, seed)
+    inputs = {split: Path(folder) if folder else None
+              for split, folder in zip(SPLITS, (a, b, test_a, test_b), strict=True)}
+    jobs = _jobs(inputs, test_fraction, seed, paired)
     if resolution == NATIVE:
         _warn_if_resolutions_differ(jobs)
     settings = {
@@ -223,23 +299,25 @@ def prepare(
         "test_fraction": None if test_a and test_b else test_fraction,
         "seed": seed,
         "inputs": {k: (str(v) if v else None) for k, v in inputs.items()},
+        "paired": paired,
+        # Image pairs found by name; the tile pairs are the <split>_pairs arrays.
+        "image_pairs": sum(len(job) == 2 for job in jobs),
         "stainvirt_version": __version__,
     }
     writer = _ShardWriter(out, int(shard_mb * 1e6), settings)
     counts = TileCounts()
     bad: list[str] = []
     try:
-        for index, (split, root, file) in enumerate(
+        for index, job in enumerate(
             tqdm(jobs, desc="reading images", unit="img", disable=not progress)
         ):
             try:
-                _pack(writer, split, root, file, resolution, counts, settings, seed + index,
-                      progress)
+                _pack(writer, job, resolution, counts, settings, seed + index, progress)
             except StainvirtError as exc:
                 if not skip_bad:
                     raise
                 log.warning("skipped: %s", exc)
-                bad.append(str(file))
+                bad += [str(image.file) for image in job]
         for domain in "AB":
             if writer.counts[f"train{domain}"] == 0:
                 raise StainvirtError(
@@ -258,42 +336,105 @@ def prepare(
         bytes_written=sum(p.stat().st_size for p in outputs),
         settings=settings,
         not_sampled=counts.not_sampled,
+        pairs=dict(writer.pair_counts) if paired else None,
     )
 
 
-def _jobs(inputs: dict, test_fraction: float, seed: int) -> list[tuple[str, Path, Path]]:
-    """``(split, root folder, file)`` of every image, test files held out per domain."""
-    jobs: list[tuple[str, Path, Path]] = []
+def _jobs(inputs: dict, test_fraction: float, seed: int, paired: bool) -> list[_Job]:
+    """Every image to pack, registered pairs first (with ``paired``).
+
+    Without a test folder, ``test_fraction`` of each domain's files is held out,
+    and of the pairs as pairs.
+    """
+    pairs: dict[str, list[tuple[Path, Path]]] = {split: [] for split in PAIR_SPLITS}
+    if paired:
+        pairs, files = _match(inputs, test_fraction, seed)
+    else:
+        files = {split: list_images(folder) for split, folder in inputs.items() if folder}
     for domain, fallback_seed in (("A", seed), ("B", seed + 1)):
-        files = list_images(inputs[f"train{domain}"])
-        test_root = inputs[f"test{domain}"]
-        if test_root is None:
-            train, test = split_files(files, test_fraction, fallback_seed)
-            test_root = inputs[f"train{domain}"]
-        else:
-            train, test = files, list_images(test_root)
-        jobs += [(f"train{domain}", inputs[f"train{domain}"], f) for f in train]
-        jobs += [(f"test{domain}", Path(test_root), f) for f in test]
+        if f"test{domain}" not in files:
+            files[f"train{domain}"], files[f"test{domain}"] = split_files(
+                files[f"train{domain}"], test_fraction, fallback_seed
+            )
+
+    def image(split: str, file: Path) -> _Image:
+        # Test files split off a training folder keep paths relative to that folder.
+        return _Image(split, inputs[split] or inputs[f"train{split[-1]}"], file)
+
+    jobs: list[_Job] = [
+        (image(f"{split}A", a), image(f"{split}B", b)) for split in PAIR_SPLITS
+        for a, b in pairs[split]
+    ]
+    jobs += [
+        (image(split, file),) for domain in "AB" for split in (f"train{domain}", f"test{domain}")
+        for file in files[split]
+    ]
     return jobs
+
+
+def _match(
+    inputs: dict, test_fraction: float, seed: int
+) -> tuple[dict[str, list[tuple[Path, Path]]], dict[str, list[Path]]]:
+    """Registered pairs per ``train``/``test``, and the files of each folder without a partner.
+
+    Without test folders, ``test_fraction`` of the pairs is held out; the files
+    without a partner are then all under ``trainA``/``trainB``, to be split per domain.
+
+    Raises:
+        StainvirtError: if only one test folder is given or no image has a partner.
+    """
+    if (inputs["testA"] is None) != (inputs["testB"] is None):
+        raise StainvirtError(
+            "--paired: give both --test-a and --test-b (their images are paired by name), "
+            "or neither to hold out --test-fraction of the pairs"
+        )
+    pairs, lone = {}, {}
+    for split in PAIR_SPLITS if inputs["testA"] else ("train",):
+        pairs[split], lone[f"{split}A"], lone[f"{split}B"] = split_pairs(
+            inputs[f"{split}A"], inputs[f"{split}B"]
+        )
+    if not pairs["train"]:
+        raise StainvirtError(
+            f"--paired: no image in {inputs['trainA']} has a partner of the same name in "
+            f"{inputs['trainB']}; name registered pairs alike (any extension; a trailing "
+            "_A/_B/_HE/_IHC tag is ignored), or leave out --paired"
+        )
+    if any(lone.values()):
+        log.warning("--paired: images without a partner of the same name are packed unpaired: "
+                    "%s", unmatched_note([(inputs[split], lone[split]) for split in lone]))
+    if "test" not in pairs:
+        pairs["train"], pairs["test"] = split_files(pairs["train"], test_fraction, seed)
+    return pairs, lone
 
 
 def _pack(
     writer: _ShardWriter,
-    split: str,
-    root: Path,
-    file: Path,
+    job: _Job,
     resolution: Resolution,
     counts: TileCounts,
     settings: dict,
     seed: int,
     progress: bool = False,
 ) -> None:
-    """Add the tiles of one image or slide to ``writer`` (a progress bar of its own for a slide)."""
+    """Add the tiles of one image or slide, or of a registered pair, to ``writer``.
+
+    A slide gets a progress bar of its own. Of a pair, tiles are chosen on the A
+    image and the B tile is read at the same position, so the two stay aligned.
+    """
     tile_size = settings["tile_size"]
-    with open_slide(file) as slide:
-        regions = resolution.regions(slide)
+    at = "" if resolution == NATIVE else f" at {resolution}"
+    with contextlib.ExitStack() as stack:
+        slides = [stack.enter_context(open_slide(image.file)) for image in job]
+        views = [resolution.regions(slide) for slide in slides]
+        if len({(view.height, view.width) for view in views}) > 1:
+            sizes = " and ".join(f"{image.file} is {view.width}x{view.height}"
+                                 for image, view in zip(job, views, strict=True))
+            raise StainvirtError(
+                f"{sizes}{at}: registered pairs need the same size; crop or resize one to "
+                "the other, or leave out --paired"
+            )
+        slide, regions, file = slides[0], views[0], job[0].file
         if min(regions.height, regions.width) < tile_size:
-            at = "" if resolution == NATIVE else f" at {resolution}"
             raise StainvirtError(
                 f"{file}: image is {regions.width}x{regions.height}{at}, smaller than the "
                 f"{tile_size}px tile size; pass --tile-size {min(regions.height, regions.width)} "
@@ -306,8 +447,7 @@ def _pack(
             tissue = TissueMap(thumbnail_tissue_mask(slide.thumbnail()), regions.height,
                                regions.width)
         # Positions are recorded in level-0 pixels, whatever resolution tiles were cut at.
-        to_level0 = slide.level_size(0)[0] / regions.height
-        source = file.relative_to(root).as_posix()
+        to_level0 = [s.level_size(0)[0] / v.height for s, v in zip(slides, views, strict=True)]
         here = TileCounts()
         tiles = image_tiles(
             regions, tile_size, settings["min_tissue"], tissue=tissue,
@@ -315,24 +455,27 @@ def _pack(
         )
         bar = tqdm(tiles, desc=f"  {file.name}", unit="tile", leave=False,
                    disable=not (progress and large), total=settings["tiles_per_slide"])
+        add = writer.add_pair if len(job) == 2 else writer.add
         for y, x, tile in bar:
-            writer.add(split, tile, source, round(y * to_level0), round(x * to_level0))
+            pixels = [tile] + [view.read(y, x, tile_size, tile_size) for view in views[1:]]
+            add(*(_Tile(image.split, p, image.source, round(y * scale), round(x * scale))
+                  for image, p, scale in zip(job, pixels, to_level0, strict=True)))
     if large:
-        log.info("%s: %d tiles of %d px at %s resolution (%d grid tiles, %d glass)", source,
-                 here.kept, tile_size, resolution, here.grid, here.background)
+        log.info("%s: %d tiles of %d px at %s resolution (%d grid tiles, %d glass)",
+                 job[0].source, here.kept, tile_size, resolution, here.grid, here.background)
     for name in ("grid", "background", "not_sampled", "kept"):
         setattr(counts, name, getattr(counts, name) + getattr(here, name))
 
 
-def _warn_if_resolutions_differ(jobs: list[tuple[str, Path, Path]]) -> None:
+def _warn_if_resolutions_differ(jobs: list[_Job]) -> None:
     """Warn when domains A and B were scanned at different resolutions and no --mpp is set."""
     mpps: dict[str, list[float]] = {"A": [], "B": []}
-    for split, _, file in jobs:
-        if is_slide(file):
+    for image in itertools.chain.from_iterable(jobs):
+        if is_slide(image.file):
             try:
-                with open_slide(file) as slide:
+                with open_slide(image.file) as slide:
                     if slide.mpp:
-                        mpps[split[-1]].append(slide.mpp)
+                        mpps[image.split[-1]].append(slide.mpp)
             except StainvirtError:
                 continue  # reported when the file is read
     if mpps["A"] and mpps["B"]:

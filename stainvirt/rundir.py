@@ -269,7 +269,8 @@ class RunDir:
     def write_history(self, rows: list[dict[str, float]], columns: Sequence[str]) -> None:
         """Write ``history.csv`` atomically, one row per epoch."""
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+        # Rows of an earlier version may lack a column: written as nan, not left blank.
+        writer = csv.DictWriter(buffer, fieldnames=columns, restval="nan", lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
         atomic_write_text(self.history_path, buffer.getvalue())

@@ -19,10 +19,11 @@ from test_metrics import lab_shift
 from stainvirt.cli import main
 from stainvirt.config import preset
 from stainvirt.errors import StainvirtError
-from stainvirt.evaluate import evaluate, match_pairs, write_report
+from stainvirt.evaluate import evaluate, write_report
 from stainvirt.evaluate.metrics import distribution_distances
 from stainvirt.evaluate.report import FIGURE_PNG, notes, verdict
 from stainvirt.io.images import list_images, read_image
+from stainvirt.pairing import match_pairs
 from stainvirt.rundir import RunDir
 
 

@@ -1,4 +1,4 @@
-"""``stainvirt prepare``: pack unpaired A/B images or slides into a compressed ``.npz``."""
+"""``stainvirt prepare``: pack A/B images or slides (unpaired or registered) into a ``.npz``."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from stainvirt.cli.options import add_resolution_options, resolution_from
 from stainvirt.tissue import DEFAULT_MIN_TISSUE
 
 DESCRIPTION = """\
-Pack folders of unpaired domain A (H&E) and domain B (IHC) images or whole
-slides into one compressed .npz with arrays trainA, trainB, testA, testB
-(N, H, W, 3 uint8), the source file and (y, x) position (level-0 pixels) of
-every tile, and the settings used.
+Pack folders of domain A (H&E) and domain B (IHC) images or whole slides
+(unpaired, or registered pairs with --paired) into one compressed .npz with
+arrays trainA, trainB, testA, testB (N, H, W, 3 uint8), the source file and
+(y, x) position (level-0 pixels) of every tile, and the settings used.
 
 Folders are read recursively in sorted order: whole slides through OpenSlide
 (Aperio SVS, Hamamatsu NDPI, 3DHistech MRXS, Leica SCN, Ventana BIF, Philips
@@ -40,6 +40,17 @@ each domain's files (split by file so neighbouring tiles never straddle train
 and test). Memory stays bounded: when the tiles exceed --shard-mb, numbered
 shards NAME-00000.npz, NAME-00001.npz, ... are written instead of NAME.npz;
 'stainvirt train --data NAME.npz' reads either form.
+
+Registered pairs (--paired): for adjacent sections or registered H&E/IHC images
+(BCI, MIST layouts), an A image and a B image of the same name are a pair: the
+same path relative to --a and --b, any extension, a trailing _A/_B/_HE/_IHC tag
+ignored (x_HE.png pairs with x_IHC.png); --test-a is paired with --test-b the
+same way. Both images of a pair must have the same size. Tiles are chosen on
+the A image as usual and the B tile is cut at the same position, so each pair
+of tiles shows the same tissue; the pairs are stored as arrays train_pairs and
+test_pairs (index into trainA, index into trainB; resp. testA, testB) for a
+supervised loss. --test-fraction holds out whole pairs. Images without a
+partner are packed as unpaired tiles, after one warning naming them.
 """
 
 EPILOG = """\
@@ -48,6 +59,8 @@ examples:
       --test-a data/sample/testA --test-b data/sample/testB --out data/stain.npz
   stainvirt prepare --a slides/he --b slides/her2 --mpp 0.5 --tiles-per-slide 500 \\
       --skip-bad --out data/her2.npz
+  stainvirt prepare --paired --a BCI/HE/train --b BCI/IHC/train \\
+      --test-a BCI/HE/test --test-b BCI/IHC/test --out data/bci.npz
 """
 
 
@@ -55,7 +68,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``prepare`` subcommand."""
     p = subparsers.add_parser(
         "prepare",
-        help="pack unpaired A (H&E) and B (IHC) images into a .npz",
+        help="pack A (H&E) and B (IHC) images, unpaired or registered pairs, into a .npz",
         description=DESCRIPTION,
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -88,6 +101,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--shard-mb", type=float, default=1024, metavar="MB",
         help="pixels per output file before sharding, in MB (default: 1024)",
     )
+    p.add_argument(
+        "--paired", action="store_true",
+        help="A and B images of the same name (any extension, a trailing _A/_B/_HE/_IHC "
+        "tag ignored) are registered pairs of one size: B tiles are cut where the A tiles "
+        "are and recorded as pairs for a supervised loss; images without a partner are "
+        "packed unpaired",
+    )
     p.add_argument("--out", required=True, metavar="FILE.npz", help="where to write the data set")
     p.set_defaults(func=run)
 
@@ -104,8 +124,10 @@ def run(args: argparse.Namespace) -> int:
         resolution=resolution_from(args) or NATIVE, tiles_per_slide=args.tiles_per_slide,
         seed=args.seed,
         skip_bad=args.skip_bad, shard_mb=args.shard_mb, progress=not args.quiet,
+        paired=args.paired,
     )
     print(summary.line())
     if summary.bad_files:
-        print("skipped unreadable files:\n  " + "\n  ".join(summary.bad_files))
+        print("skipped (unreadable, or a registered pair of two sizes):\n  "
+              + "\n  ".join(summary.bad_files))
     return 0

@@ -17,8 +17,16 @@ cycle-consistency L1 and identity L1; Adam with a constant, then linearly
 decaying learning rate.
 
 Presets: 'cpu' (default: fits 2 CPU cores, learns a colour mapping in minutes),
-'paper' (the reference CycleGAN settings, for a GPU), 'tiny' (smoke tests).
-Every config field can be overridden with its own option below.
+'paired' (the cpu recipe plus supervision from registered pairs: a data set
+prepared with --paired), 'paper' (the reference CycleGAN settings, for a GPU),
+'tiny' (smoke tests). Every config field can be overridden with its own option.
+
+Registered pairs (adjacent sections, BCI/MIST-style data): --lambda-paired W
+adds, per direction, W times an L1 loss between the translation of one side of
+a pair and the other side, taken over a Gaussian pyramid of --paired-levels
+levels. Adjacent sections are never aligned to the pixel: each level halves the
+resolution and so the misregistration, the coarse levels say where the stain
+goes, and the adversarial and cycle losses keep the result sharp.
 
 The run folder (--out) gets config.json, data.json (which data set trained it:
 path, tile counts, content fingerprint), G_AB.keras and G_BA.keras (for

@@ -15,8 +15,8 @@ Examples:
     >>> write_report(result, "out/evaluate")  # doctest: +SKIP
 """
 
-from stainvirt.evaluate.pairing import match_pairs
 from stainvirt.evaluate.report import write_report
 from stainvirt.evaluate.runner import Evaluation, evaluate
+from stainvirt.pairing import match_pairs
 
 __all__ = ["Evaluation", "evaluate", "match_pairs", "write_report"]

@@ -42,9 +42,9 @@ from stainvirt.evaluate.metrics import (
     psnr,
     ssim,
 )
-from stainvirt.evaluate.pairing import checked_pairs
 from stainvirt.io.images import list_images
 from stainvirt.io.slide import Resolution
+from stainvirt.pairing import checked_pairs
 from stainvirt.rundir import DIRECTIONS, RunDir, check_direction
 from stainvirt.translate.api import Translator
 from stainvirt.translate.tiling import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE

@@ -25,6 +25,7 @@ from stainvirt.training.schedule import LinearDecay
 # loss_idt_A is our G_AB_idt, its loss_D_A our D_B.
 LOSS_NAMES = (
     "G", "D_A", "D_B", "G_AB_adv", "G_BA_adv", "cycle_A", "cycle_B", "G_AB_idt", "G_BA_idt",
+    "G_AB_pair", "G_BA_pair",
 )
 
 
@@ -95,8 +96,13 @@ class CycleGAN(keras.Model):
         super().compile(jit_compile=jit_compile, **kwargs)
 
     def train_step(self, data):
-        """One step of the reference's ``optimize_parameters``: generators, then discriminators."""
-        real_a, real_b = data
+        """One step of the reference's ``optimize_parameters``: generators, then discriminators.
+
+        ``data`` is ``(real_a, real_b)``, or with registered pairs
+        ``(real_a, real_b, pair_a, pair_b)``: then each generator is also
+        supervised by the other half of its pairs (:func:`pyramid_l1`).
+        """
+        real_a, real_b, *pairs = data
         cfg = self.cfg
         # Gradients from each replica are summed, so scale to the global mean.
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
@@ -107,8 +113,8 @@ class CycleGAN(keras.Model):
             rec_a = self.G_BA(fake_b, training=True)
             rec_b = self.G_AB(fake_a, training=True)
             losses = {
-                "G_AB_adv": _mse(self.D_B(fake_b, training=True), 1.0),
-                "G_BA_adv": _mse(self.D_A(fake_a, training=True), 1.0),
+                "G_AB_adv": _mse(self.D_B(fake_b, training=True), 1.0) * cfg.lambda_adversarial,
+                "G_BA_adv": _mse(self.D_A(fake_a, training=True), 1.0) * cfg.lambda_adversarial,
                 "cycle_A": _l1(rec_a, real_a) * cfg.lambda_cycle,
                 "cycle_B": _l1(rec_b, real_b) * cfg.lambda_cycle,
             }
@@ -118,6 +124,15 @@ class CycleGAN(keras.Model):
                 losses["G_BA_idt"] = _l1(self.G_BA(real_a, training=True), real_a) * weight
             else:
                 losses["G_AB_idt"] = losses["G_BA_idt"] = ops.zeros(())
+            if pairs and cfg.lambda_paired > 0:
+                pair_a, pair_b = pairs
+                levels, weight = cfg.paired_levels, cfg.lambda_paired
+                losses["G_AB_pair"] = pyramid_l1(self.G_AB(pair_a, training=True), pair_b,
+                                                 levels) * weight
+                losses["G_BA_pair"] = pyramid_l1(self.G_BA(pair_b, training=True), pair_a,
+                                                 levels) * weight
+            else:
+                losses["G_AB_pair"] = losses["G_BA_pair"] = ops.zeros(())
             losses["G"] = ops.sum(ops.stack([losses[k] for k in LOSS_NAMES[3:]]))
             pooled_b = self.pool_B.query(fake_b, step)
             pooled_a = self.pool_A.query(fake_a, step)
@@ -148,3 +163,31 @@ def _mse(prediction, target: float):
 
 def _l1(a, b):
     return ops.mean(ops.abs(ops.cast(a, "float32") - ops.cast(b, "float32")))
+
+
+def pyramid_l1(prediction, target, levels: int):
+    """Mean L1 over a Gaussian pyramid of ``levels`` levels (full resolution first).
+
+    Adjacent sections are never registered to the pixel. Plain L1 punishes a
+    pair that is a few pixels out of register on every edge, and a generator
+    answers that by blurring. On a pyramid each level halves the resolution, so
+    the shift shrinks with it: the coarse levels supervise where the stain goes,
+    and the adversarial loss keeps the full-resolution texture sharp (as in
+    Pyramid Pix2Pix, Liu et al. 2022).
+    """
+    x, y = ops.cast(prediction, "float32"), ops.cast(target, "float32")
+    total = _l1(x, y)
+    for _ in range(levels - 1):
+        x, y = _blur_half(x), _blur_half(y)
+        total = total + _l1(x, y)
+    return total / levels
+
+
+def _blur_half(images):
+    """A 5-tap binomial blur, then every second pixel: one step down a Gaussian pyramid."""
+    taps = ops.convert_to_tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0
+    channels = images.shape[-1]
+    kernel = ops.tile(ops.reshape(ops.outer(taps, taps), (5, 5, 1, 1)), (1, 1, channels, 1))
+    # Reflected borders: zeros would darken the edges of every coarser level.
+    padded = ops.pad(images, [[0, 0], [2, 2], [2, 2], [0, 0]], mode="reflect")
+    return ops.depthwise_conv(padded, kernel, strides=2, padding="valid")

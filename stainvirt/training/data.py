@@ -1,10 +1,13 @@
-"""Unpaired training batches, a pure function of (seed, global step).
+"""Training batches, a pure function of (seed, global step).
 
 Every batch is decided by the seed and the global step alone: epoch ``e``
 walks a seeded permutation of domain A (as the reference's unaligned data set
 does) and draws domain B independently, and each tile gets a seeded random
-crop, flip and 90-degree rotation (tissue has no "up"). Resuming at step ``s``
-therefore replays exactly the batches an uninterrupted run would have seen.
+crop, flip and 90-degree rotation (tissue has no "up"). Where the data set has
+registered pairs (``prepare --paired``), each step also draws a batch of them,
+both tiles of a pair cropped, flipped and rotated alike so they stay aligned.
+Resuming at step ``s`` therefore replays exactly the batches an uninterrupted
+run would have seen.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ class UnpairedSampler:
             ``steps_per_epoch``.
         steps_per_epoch: steps per epoch, overriding the config's; a resumed run
             keeps the epoch length it was recorded with, whatever the data set.
+        pairs: ``(N, 2)`` indices of registered pairs ``(A tile, B tile)``; when
+            given, every batch also holds a batch of aligned pairs.
     """
 
     def __init__(
@@ -37,6 +42,7 @@ class UnpairedSampler:
         tiles_b: np.ndarray,
         cfg: Config,
         steps_per_epoch: int | None = None,
+        pairs: np.ndarray | None = None,
     ) -> None:
         for name, tiles in (("trainA", tiles_a), ("trainB", tiles_b)):
             if len(tiles) == 0:
@@ -50,6 +56,7 @@ class UnpairedSampler:
                     f"--image-size {cfg.image_size}; lower --image-size or prepare larger tiles"
                 )
         self.tiles_a, self.tiles_b = tiles_a, tiles_b
+        self.pairs = None if pairs is None or not len(pairs) else np.asarray(pairs)
         self.cfg = cfg
         self.batch_size = cfg.batch_size
         self.steps_per_epoch = steps_per_epoch or cfg.steps_per_epoch or max(
@@ -65,38 +72,50 @@ class UnpairedSampler:
         walk = np.concatenate([rng.permutation(n_a) for _ in range(-(-need // n_a))])[:need]
         return walk, rng.integers(0, len(self.tiles_b), size=need)
 
-    def batch(self, step: int) -> tuple[np.ndarray, np.ndarray]:
-        """The ``(A, B)`` uint8 batches of global step ``step``."""
+    def batch(self, step: int) -> tuple[np.ndarray, ...]:
+        """The uint8 batches of global step ``step``: ``(A, B)``, then aligned pairs if any."""
         epoch, k = divmod(step, self.steps_per_epoch)
         idx_a, idx_b = self._order(epoch)
         window = slice(k * self.batch_size, (k + 1) * self.batch_size)
         rng = np.random.default_rng([self.cfg.seed, epoch, k, 1])
-        return (
-            np.stack([self._augment(self.tiles_a[i], rng) for i in idx_a[window]]),
-            np.stack([self._augment(self.tiles_b[i], rng) for i in idx_b[window]]),
+        batches = (
+            np.stack([self._augment(self.tiles_a[i], rng=rng)[0] for i in idx_a[window]]),
+            np.stack([self._augment(self.tiles_b[i], rng=rng)[0] for i in idx_b[window]]),
         )
+        if self.pairs is None:
+            return batches
+        rng = np.random.default_rng([self.cfg.seed, epoch, k, 2])
+        chosen = self.pairs[rng.integers(0, len(self.pairs), self.batch_size)]
+        aligned = [self._augment(self.tiles_a[i], self.tiles_b[j], rng=rng) for i, j in chosen]
+        return (*batches, np.stack([a for a, _ in aligned]), np.stack([b for _, b in aligned]))
 
-    def batches(self, start_step: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    @property
+    def arity(self) -> int:
+        """How many arrays :meth:`batch` returns: 2, or 4 with pairs."""
+        return 2 if self.pairs is None else 4
+
+    def batches(self, start_step: int = 0) -> Iterator[tuple[np.ndarray, ...]]:
         """Batches from ``start_step`` on, forever."""
         step = start_step
         while True:
             yield self.batch(step)
             step += 1
 
-    def _augment(self, tile: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def _augment(self, *tiles: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
+        """One random crop, flip and rotation, applied alike to each tile (aligned pairs)."""
         size, load = self.cfg.image_size, self.cfg.load_size
-        if load and tile.shape[:2] != (load, load):
-            tile = np.asarray(Image.fromarray(tile).resize((load, load), Image.BICUBIC))
-        y = rng.integers(0, tile.shape[0] - size + 1)
-        x = rng.integers(0, tile.shape[1] - size + 1)
-        crop = tile[y : y + size, x : x + size]
-        if rng.random() < 0.5:
-            crop = crop[:, ::-1]
-        return np.rot90(crop, k=rng.integers(0, 4))
+        if load and tiles[0].shape[:2] != (load, load):
+            tiles = [np.asarray(Image.fromarray(t).resize((load, load), Image.BICUBIC))
+                     for t in tiles]
+        y = rng.integers(0, tiles[0].shape[0] - size + 1)
+        x = rng.integers(0, tiles[0].shape[1] - size + 1)
+        flip, turns = rng.random() < 0.5, rng.integers(0, 4)
+        crops = [t[y : y + size, x : x + size] for t in tiles]
+        return [np.rot90(c[:, ::-1] if flip else c, k=turns) for c in crops]
 
 
 def make_dataset(sampler: UnpairedSampler, start_step: int = 0):  # -> tf.data.Dataset
-    """A prefetching ``tf.data`` pipeline of ``(A, B)`` float batches in [-1, 1].
+    """A prefetching ``tf.data`` pipeline of the sampler's batches, as floats in [-1, 1].
 
     The numpy work runs in tf.data's background thread, so the train step is
     not kept waiting.
@@ -106,10 +125,10 @@ def make_dataset(sampler: UnpairedSampler, start_step: int = 0):  # -> tf.data.D
     size = sampler.cfg.image_size
     spec = tf.TensorSpec((sampler.batch_size, size, size, 3), tf.uint8)
     ds = tf.data.Dataset.from_generator(
-        lambda: sampler.batches(start_step), output_signature=(spec, spec)
+        lambda: sampler.batches(start_step), output_signature=(spec,) * sampler.arity
     )
 
-    def to_float(a, b):
-        return tf.cast(a, tf.float32) / 127.5 - 1.0, tf.cast(b, tf.float32) / 127.5 - 1.0
+    def to_float(*batches):
+        return tuple(tf.cast(x, tf.float32) / 127.5 - 1.0 for x in batches)
 
     return ds.map(to_float).prefetch(tf.data.AUTOTUNE)

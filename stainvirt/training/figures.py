@@ -38,21 +38,29 @@ def save_sample_grid(
 
 
 def save_loss_plot(path: str | Path, rows: Sequence[dict[str, float]]) -> None:
-    """Loss curves per epoch from history rows (generators, discriminators, cycle, identity)."""
+    """Loss curves per epoch from history rows.
+
+    Generators, discriminators, cycle and identity, and the supervised pair
+    losses when a run has them.
+    """
     from matplotlib.figure import Figure
 
     epochs = [row["epoch"] for row in rows]
+    supervised = ["G_AB_pair", "G_BA_pair"]
     panels = {
         "generators (total)": ["G"],
         "adversarial": ["G_AB_adv", "G_BA_adv", "D_A", "D_B"],
         "cycle and identity": ["cycle_A", "cycle_B", "G_AB_idt", "G_BA_idt"],
         "learning rate": ["lr"],
     }
+    if any(row.get(key, 0) for row in rows for key in supervised):
+        panels["cycle and identity"] += supervised
     fig = Figure(figsize=(4 * len(panels), 3.2), layout="constrained")
     axes = fig.subplots(1, len(panels))
     for ax, (title, keys) in zip(axes, panels.items(), strict=True):
         for key in keys:
-            ax.plot(epochs, [row[key] for row in rows], marker="o", markersize=3, label=key)
+            values = [row.get(key, float("nan")) for row in rows]  # nan: not logged then
+            ax.plot(epochs, values, marker="o", markersize=3, label=key)
         ax.set_title(title)
         ax.set_xlabel("epoch")
         if len(keys) > 1:

@@ -217,8 +217,18 @@ def train(
     prepared, record = load_training_data(run, data)
     keras.utils.set_random_seed(cfg.seed)
     keras.mixed_precision.set_global_policy("mixed_float16" if cfg.mixed_precision else "float32")
+    pairs = None
+    if cfg.lambda_paired > 0:
+        pairs = prepared.pairs["train"]
+        if not len(pairs):
+            raise StainvirtError(
+                f"--lambda-paired {cfg.lambda_paired:g} needs registered pairs, and "
+                f"{record['path']} has none: prepare it with --paired (files matched by "
+                "name), or set --lambda-paired 0"
+            )
     sampler = UnpairedSampler(
-        prepared.tiles["trainA"], prepared.tiles["trainB"], cfg, record.get("steps_per_epoch")
+        prepared.tiles["trainA"], prepared.tiles["trainB"], cfg, record.get("steps_per_epoch"),
+        pairs,
     )
     record["steps_per_epoch"] = spe = sampler.steps_per_epoch
     model = _build_model(cfg, spe)

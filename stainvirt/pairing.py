@@ -1,4 +1,4 @@
-"""Pairing registered images by name for ``--paired`` evaluation (BCI, MIST layouts)."""
+"""Pairing registered images by name (BCI, MIST layouts), for ``--paired`` prepare and evaluate."""
 
 from __future__ import annotations
 
@@ -20,26 +20,29 @@ _DOMAIN_SUFFIX = re.compile(r"[_-](?:A2B|B2A|A|B|HE|IHC)$", re.IGNORECASE)
 _LISTED = 5
 
 
-def match_pairs(source: str | Path, target: str | Path) -> list[tuple[Path, Path]]:
-    """Pair the images of two folders by name, for registered (paired) data sets.
+def split_pairs(
+    source: str | Path, target: str | Path
+) -> tuple[list[tuple[Path, Path]], list[Path], list[Path]]:
+    """Pair the images of two folders by name, and say which found no partner.
 
     Names are paths relative to each folder without the extension, compared
     case-sensitively (``sub/tile7.png`` pairs with ``sub/tile7.jpg``). Names that
     do not match exactly are compared again without a trailing domain tag
     (``_A``, ``_B``, ``_HE``, ``_IHC``, ``_A2B``, ``_B2A``, also with ``-``), so
-    ``tile7_HE.png`` pairs with ``tile7_IHC.png``. Target images without a source
-    are ignored with a warning.
+    ``tile7_HE.png`` pairs with ``tile7_IHC.png``. Nothing is logged.
 
     Args:
         source: Folder of source-domain images.
         target: Folder of their registered real targets.
 
     Returns:
-        ``(source path, target path)`` in the sorted order of the source images.
+        ``(pairs, unmatched sources, unmatched targets)``: ``(source path, target
+        path)`` pairs in the sorted order of the source images, then the images of
+        each folder without a partner, in sorted order.
 
     Raises:
-        StainvirtError: if a folder is missing or empty, two images in one folder
-            share a name, or a source image has no target (all are listed).
+        StainvirtError: if a folder is missing or empty, or two images in one
+            folder share a name.
     """
     sources, targets = _by_name(source), _by_name(target)
     pairs = {key: targets[key] for key in sources if key in targets}
@@ -52,23 +55,66 @@ def match_pairs(source: str | Path, target: str | Path) -> list[tuple[Path, Path
     for key, stripped in left_sources.items():
         if stripped in once_s and stripped in by_stripped:
             pairs[key] = targets[by_stripped.pop(stripped)]
-    unmatched = [key for key in sources if key not in pairs]
     used = set(pairs.values())
-    extra = [key for key, path in targets.items() if path not in used]
-    if unmatched:
+    return (
+        [(path, pairs[key]) for key, path in sources.items() if key in pairs],
+        [path for key, path in sources.items() if key not in pairs],
+        [path for path in targets.values() if path not in used],
+    )
+
+
+def match_pairs(
+    source: str | Path, target: str | Path, *, allow_unmatched: bool = False
+) -> list[tuple[Path, Path]]:
+    """Pair the images of two folders by name, for registered (paired) data sets.
+
+    Names are matched as :func:`split_pairs` does. Target images without a source
+    are left out with a warning.
+
+    Args:
+        source: Folder of source-domain images.
+        target: Folder of their registered real targets.
+        allow_unmatched: Leave out source images without a target too, named in
+            the same one warning line, instead of stopping.
+
+    Returns:
+        ``(source path, target path)`` in the sorted order of the source images.
+
+    Raises:
+        StainvirtError: if a folder is missing or empty, two images in one folder
+            share a name, or (unless ``allow_unmatched``) a source image has no
+            target (all are listed).
+    """
+    pairs, lone_sources, lone_targets = split_pairs(source, target)
+    if lone_sources and not allow_unmatched:
+        unmatched = [_key(source, path) for path in lone_sources]
+        extra = [_key(target, path) for path in lone_targets]
         hint = f"; target images without a source: {_listing(extra)}" if extra else ""
         raise StainvirtError(
-            f"--paired: {len(unmatched)} of {len(sources)} source image(s) have no target "
-            f"of the same name in {target}: {_listing(unmatched)}{hint}. Paired images "
-            "need the same file name (any extension; a trailing _A/_B/_HE/_IHC tag is "
-            "ignored); rename them, or drop --paired for unpaired metrics"
+            f"--paired: {len(unmatched)} of {len(unmatched) + len(pairs)} source image(s) "
+            f"have no target of the same name in {target}: {_listing(unmatched)}{hint}. "
+            "Paired images need the same file name (any extension; a trailing "
+            "_A/_B/_HE/_IHC tag is ignored); rename them, or drop --paired for unpaired metrics"
         )
-    if extra:
-        log.warning(
-            "%s: %d target image(s) have no source image and are not used: %s",
-            target, len(extra), _listing(extra),
-        )
-    return [(sources[key], pairs[key]) for key in sources]
+    if lone_sources or lone_targets:
+        log.warning("--paired: images without a partner of the same name are not used: %s",
+                    unmatched_note([(source, lone_sources), (target, lone_targets)]))
+    return pairs
+
+
+def unmatched_note(unmatched: Sequence[tuple[str | Path, Sequence[Path]]]) -> str:
+    """The images without a partner, per folder, for one log line.
+
+    Args:
+        unmatched: ``(folder, images in it without a partner)``; empty ones are left out.
+
+    Returns:
+        ``"2 in A: x, y; 1 in B: z"``, names relative to their folder without extension.
+    """
+    return "; ".join(
+        f"{len(paths)} in {folder}: {_listing([_key(folder, p) for p in paths])}"
+        for folder, paths in unmatched if paths
+    )
 
 
 def checked_pairs(source: str | Path, target: str | Path) -> list[tuple[Path, Path]]:
@@ -94,9 +140,9 @@ def checked_pairs(source: str | Path, target: str | Path) -> list[tuple[Path, Pa
 
 def _by_name(folder: str | Path) -> dict[str, Path]:
     """Images of ``folder`` by relative path without extension; duplicate names are an error."""
-    root, named = Path(folder), {}
+    named: dict[str, Path] = {}
     for path in list_images(folder):
-        key = path.relative_to(root).with_suffix("").as_posix()
+        key = _key(folder, path)
         if key in named:
             raise StainvirtError(
                 f"--paired: {named[key]} and {path} have the same name, so it is unclear "
@@ -104,6 +150,10 @@ def _by_name(folder: str | Path) -> dict[str, Path]:
             )
         named[key] = path
     return named
+
+
+def _key(folder: str | Path, path: Path) -> str:
+    return path.relative_to(folder).with_suffix("").as_posix()
 
 
 def _strip(key: str) -> str:
