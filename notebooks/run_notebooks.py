@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.keep and args.keep.exists() and any(args.keep.iterdir()):
         print(f"--keep {args.keep}: the folder is not empty; choose a new one", file=sys.stderr)
         return 2
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # as the notebooks set it themselves
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     folder = Path(args.keep or tempfile.mkdtemp(prefix="stainvirt-notebooks-")).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     use_this_python(folder / "jupyter")
