@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,13 +32,14 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from stainvirt import __version__
-from stainvirt.dataset import PAIR_SPLITS, SPLITS, dataset_files, shard_path
+from stainvirt.dataset import PAIR_SPLITS, SPLITS
 from stainvirt.errors import StainvirtError
-from stainvirt.io.atomic import temp_beside, writable_folder
+from stainvirt.io.atomic import writable_folder
 from stainvirt.io.images import list_images
 from stainvirt.io.slide import NATIVE, Resolution
 from stainvirt.io.slides import is_slide, open_slide
 from stainvirt.pairing import split_pairs, unmatched_note
+from stainvirt.shards import ShardWriter, Tile
 from stainvirt.slide_tiles import WHOLE_READ_PIXELS, TileCounts, image_tiles
 from stainvirt.tissue import DEFAULT_MIN_TISSUE, TissueMap, thumbnail_tissue_mask
 
@@ -118,108 +117,6 @@ class _Image(NamedTuple):
 
 _Job = tuple[_Image, ...]
 """What :func:`_pack` reads at once: one image, or a registered pair (A image, B image)."""
-
-
-class _Tile(NamedTuple):
-    """One tile and where it came from (level-0 ``y``, ``x``), as the writer takes it."""
-
-    split: str
-    pixels: np.ndarray
-    source: str
-    y: int
-    x: int
-
-
-class _ShardWriter:
-    """Buffers tiles per split and writes a shard whenever the buffer is full."""
-
-    def __init__(self, out: Path, shard_bytes: int, settings: dict) -> None:
-        self.out = out
-        self.shard_bytes = shard_bytes
-        self.settings = settings
-        self.temp_files: list[Path] = []
-        self.counts = dict.fromkeys(SPLITS, 0)
-        self.pair_counts = dict.fromkeys(PAIR_SPLITS, 0)
-        self._reset()
-
-    def _reset(self) -> None:
-        self.tiles: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
-        self.sources: dict[str, list[str]] = {s: [] for s in SPLITS}
-        self.positions: dict[str, list[tuple[int, int]]] = {s: [] for s in SPLITS}
-        self.pairs: dict[str, list[tuple[int, int]]] = {s: [] for s in PAIR_SPLITS}
-        self.buffered = 0
-
-    def add(self, tile: _Tile) -> None:
-        self._append(tile)
-        self._flush_if_full()
-
-    def add_pair(self, a: _Tile, b: _Tile) -> None:
-        """Both tiles of a registered pair, into one shard (pairs index a shard's own tiles)."""
-        split = a.split.removesuffix("A")
-        self.pairs[split].append((len(self.tiles[a.split]), len(self.tiles[b.split])))
-        self.pair_counts[split] += 1
-        self._append(a)
-        self._append(b)
-        self._flush_if_full()
-
-    def _append(self, tile: _Tile) -> None:
-        # A copy, so the whole image can be freed.
-        self.tiles[tile.split].append(tile.pixels.copy())
-        self.sources[tile.split].append(tile.source)
-        self.positions[tile.split].append((tile.y, tile.x))
-        self.counts[tile.split] += 1
-        self.buffered += tile.pixels.nbytes
-
-    def _flush_if_full(self) -> None:
-        if self.buffered >= self.shard_bytes:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self.buffered and self.temp_files:
-            return
-        tile_size = self.settings["tile_size"]
-        arrays: dict[str, np.ndarray] = {}
-        for split in SPLITS:
-            tiles = self.tiles[split]
-            arrays[split] = (
-                np.stack(tiles) if tiles else np.zeros((0, tile_size, tile_size, 3), np.uint8)
-            )
-            arrays[f"{split}_source"] = np.array(self.sources[split], dtype=str)
-            arrays[f"{split}_position"] = np.array(
-                self.positions[split], dtype=np.int32
-            ).reshape(-1, 2)
-        for split in PAIR_SPLITS:
-            arrays[f"{split}_pairs"] = np.array(self.pairs[split], dtype=np.int32).reshape(-1, 2)
-        settings = {**self.settings, "shard_index": len(self.temp_files)}
-        arrays["settings"] = np.array(json.dumps(settings))
-        tmp = temp_beside(self.out)
-        self.temp_files.append(tmp)
-        self._reset()
-        try:
-            np.savez_compressed(tmp, **arrays)
-        except OSError as exc:
-            raise StainvirtError(f"{self.out}: cannot write ({exc.strerror})") from exc
-
-    def commit(self) -> list[Path]:
-        """Move the finished shards into place and remove stale ones from earlier runs."""
-        if len(self.temp_files) == 1:
-            targets = [self.out]
-        else:
-            targets = [shard_path(self.out, i) for i in range(len(self.temp_files))]
-        try:
-            stale = set(dataset_files(self.out))
-        except StainvirtError:
-            stale = set()
-        for tmp, target in zip(self.temp_files, targets, strict=True):
-            os.replace(tmp, target)
-        for old in stale - set(targets):
-            old.unlink(missing_ok=True)
-        self.temp_files = []
-        return targets
-
-    def discard(self) -> None:
-        for tmp in self.temp_files:
-            tmp.unlink(missing_ok=True)
 
 
 def prepare(
@@ -304,7 +201,7 @@ def prepare(
         "image_pairs": sum(len(job) == 2 for job in jobs),
         "stainvirt_version": __version__,
     }
-    writer = _ShardWriter(out, int(shard_mb * 1e6), settings)
+    writer = ShardWriter(out, int(shard_mb * 1e6), settings)
     counts = TileCounts()
     bad: list[str] = []
     try:
@@ -408,7 +305,7 @@ def _match(
 
 
 def _pack(
-    writer: _ShardWriter,
+    writer: ShardWriter,
     job: _Job,
     resolution: Resolution,
     counts: TileCounts,
@@ -458,7 +355,7 @@ def _pack(
         add = writer.add_pair if len(job) == 2 else writer.add
         for y, x, tile in bar:
             pixels = [tile] + [view.read(y, x, tile_size, tile_size) for view in views[1:]]
-            add(*(_Tile(image.split, p, image.source, round(y * scale), round(x * scale))
+            add(*(Tile(image.split, p, image.source, round(y * scale), round(x * scale))
                   for image, p, scale in zip(job, pixels, to_level0, strict=True)))
     if large:
         log.info("%s: %d tiles of %d px at %s resolution (%d grid tiles, %d glass)",

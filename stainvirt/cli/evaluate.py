@@ -29,6 +29,16 @@ metrics are reported.
 --baselines scores the identity (no translation) and a Reinhard colour transfer
 fitted on --target the same way, side by side with the model.
 
+--fid adds FID and KID between the translations (and each baseline's outputs)
+and the --target images, in either mode, on the 2048-d features of Keras's
+ImageNet InceptionV3 (images resized to 299x299). Nothing is downloaded: the
+weights come from Keras's cache (~/.keras/models, or $KERAS_HOME/models), where
+`python -c "import keras; keras.applications.InceptionV3(include_top=False)"`
+run once on a machine with internet puts them, or from --inception-weights.
+FID is biased upwards for small sets (it needs >= 2048 images for a full-rank
+covariance); KID is unbiased at any size. Both are comparable only with work
+that uses the same Inception weights and preprocessing.
+
 Written to --out: report.json (every per-image and mean figure, the settings,
 the model's config; undefined correlations as null), report.md (the table, a
 verdict and the settings) and worst_best.png (the worst and best images by
@@ -41,6 +51,8 @@ examples:
       --target bci/IHC/test --paired --baselines --out out/eval-bci
   stainvirt evaluate --direction A2B --model runs/demo --source data/sample/testA \\
       --target data/sample/testB --baselines --out out/evaluate
+  stainvirt evaluate --direction A2B --model runs/demo --source bci/HE/test \\
+      --target bci/IHC/test --baselines --fid --out out/eval-fid
 """
 
 
@@ -73,6 +85,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(default: 0.03, the valley between negative and positive pixels)")
     p.add_argument("--figure-images", type=int, default=3, metavar="K",
                    help="worst and best images shown in the figure, each (default: %(default)s)")
+    p.add_argument("--fid", action="store_true",
+                   help="also compute FID and KID against the --target images (InceptionV3 "
+                        "weights from Keras's cache or --inception-weights; never downloaded)")
+    p.add_argument("--inception-weights", type=Path, metavar="FILE",
+                   help="InceptionV3 ImageNet no-top weights for --fid "
+                        "(inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5) "
+                        "instead of Keras's cache")
     add_tiling_options(p)
     add_resolution_options(p, "default: the resolution the run was trained at, if its data set "
                               "was prepared with one, else each file's own")
@@ -89,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.figure_images < 0:
         raise StainvirtError(f"--figure-images must be 0 or more, not {args.figure_images}")
+    if args.inception_weights is not None and not args.fid:
+        raise StainvirtError("--inception-weights is only used by --fid: add --fid or drop it")
     writable_folder(args.out)  # fail now, not after translating every image
     evaluation = evaluate(
         args.model,
@@ -103,6 +124,8 @@ def run(args: argparse.Namespace) -> int:
         figure_images=args.figure_images,
         resolution=resolution_from(args),
         progress=not args.quiet,
+        fid=args.fid,
+        inception_weights=args.inception_weights,
     )
     paths = write_report(evaluation, args.out)
     s = evaluation.settings

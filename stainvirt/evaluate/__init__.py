@@ -3,6 +3,9 @@
 - ``metrics``: PSNR/SSIM as BCI and MIST report them, stain-channel correlation
   and DAB-positive Dice, and unpaired colour/stain distribution distances.
 - ``baselines``: identity and Reinhard colour transfer, the scores to beat.
+- ``fid``: FID and KID between image sets on InceptionV3 features, with the
+  weights taken from Keras's cache or a file, never downloaded. (The package
+  exports ``fid_kid``, not ``fid``, which would hide the module of that name.)
 - ``runner``: :func:`evaluate` translates a folder with a trained model and
   scores it, paired or unpaired, beside the baselines.
 - ``report``: :func:`write_report` writes ``report.json``, ``report.md`` and a
@@ -15,8 +18,17 @@ Examples:
     >>> write_report(result, "out/evaluate")  # doctest: +SKIP
 """
 
+from stainvirt.evaluate.fid import fid_kid, inception_features, load_inception
 from stainvirt.evaluate.report import write_report
 from stainvirt.evaluate.runner import Evaluation, evaluate
 from stainvirt.pairing import match_pairs
 
-__all__ = ["Evaluation", "evaluate", "match_pairs", "write_report"]
+__all__ = [
+    "Evaluation",
+    "evaluate",
+    "fid_kid",
+    "inception_features",
+    "load_inception",
+    "match_pairs",
+    "write_report",
+]

@@ -46,6 +46,8 @@ METRICS = {
     "hematoxylin_w1": Metric("hematoxylin W1", False, "{:.4f}"),
     "eosin_w1": Metric("eosin W1", False, "{:.4f}"),
     "dab_w1": Metric("DAB W1", False, "{:.4f}"),
+    "fid": Metric("FID", False, "{:.2f}"),
+    "kid": Metric("KID", False, "{:.4f}"),
     "cycle_psnr": Metric("cycle PSNR (dB)", True, "{:.2f}"),
     "cycle_ssim": Metric("cycle SSIM", True, "{:.3f}"),
 }
@@ -170,6 +172,16 @@ def notes(evaluation: Evaluation) -> list[str]:
         out.append("W1: Wasserstein-1 distance between the pooled pixel histograms of the "
                    "translations and of the real target images, RGB in grey levels (mean of "
                    "R, G, B), stains in optical density; 0 means the same distribution.")
+    if "fid_kid" in s:
+        out.append(f"FID/KID against the {n_target} real target image(s): {s['fid_kid']}; "
+                   f"weights: {s['inception_weights']}. Comparable only with papers that use "
+                   "the same Inception weights and preprocessing (Keras's ImageNet InceptionV3 "
+                   "is not the 2015 TensorFlow FID graph that pytorch-fid and torch-fidelity "
+                   "port, so published numbers differ). FID is biased upwards for small sets "
+                   f"(a full-rank covariance needs at least 2048 images; here {n} and "
+                   f"{n_target}); KID is unbiased at any size, so trust it on small sets; its "
+                   "std over the subsets is kid_std in report.json (0 below 1000 images a "
+                   "set, where every subset is the whole set).")
     if not paired:
         out.append(f"Cycle: source -> {s['direction']} -> back, against the source, same "
                    "PSNR/SSIM settings; model only (the identity's round trip is trivially "
@@ -178,8 +190,9 @@ def notes(evaluation: Evaluation) -> list[str]:
     if REINHARD in evaluation.methods:
         out.append(f"Reinhard: each image's CIE-Lab mean and standard deviation matched to "
                    f"the pooled statistics of the {n_target} target image(s).")
-        worse = [m for m in summary[REINHARD]
-                 if _defined(summary[REINHARD][m]) and _defined(summary[IDENTITY].get(m))
+        # Only scores: the summary also holds kid_std, a spread with no better direction.
+        worse = [m for m in summary[REINHARD] if m in METRICS
+                 and _defined(summary[REINHARD][m]) and _defined(summary[IDENTITY].get(m))
                  and _beats(summary, m, IDENTITY, REINHARD)]
         if worse:
             out.append(f"Reinhard scores worse than the identity on {_labels(worse)}: "

@@ -14,23 +14,35 @@ With ``baselines=True`` the identity (no translation) and a Reinhard colour
 transfer fitted on the target set get the same metrics, so a user sees whether
 the network beats the trivial answers.
 
-Images are streamed one at a time: only numbers, running histograms and small
-thumbnails of the current worst and best images are kept.
+With ``fid=True`` the translations (and each baseline's outputs) are also
+compared with the real target set by FID and KID on InceptionV3 features
+(:mod:`stainvirt.evaluate.fid`), in either mode.
+
+Images are streamed one at a time: only numbers, running histograms, Inception
+features (with ``fid``) and small thumbnails of the current worst and best images
+are kept.
 """
 
 from __future__ import annotations
 
-import heapq
 import logging
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from stainvirt.errors import StainvirtError
 from stainvirt.evaluate.baselines import ReinhardTransfer, identity
+from stainvirt.evaluate.extremes import Extremes, FigureRow
+from stainvirt.evaluate.fid import (
+    FID_KID_SETTINGS,
+    IMAGENET_CACHE,
+    FeatureSet,
+    fid_kid,
+    load_inception,
+)
 from stainvirt.evaluate.metrics import (
     DAB_THRESHOLD,
     OD_BIN_WIDTH,
@@ -49,6 +61,9 @@ from stainvirt.rundir import DIRECTIONS, RunDir, check_direction
 from stainvirt.translate.api import Translator
 from stainvirt.translate.tiling import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
 
+if TYPE_CHECKING:
+    import keras
+
 log = logging.getLogger("stainvirt")
 
 MODEL, IDENTITY, REINHARD = "model", "identity", "reinhard"
@@ -59,28 +74,6 @@ PSNR_SSIM_SETTINGS = "skimage.metrics, uint8, data_range=255, channel_axis=-1, 7
 
 FIGURE_IMAGES = 3
 """Worst and best images shown in the report figure, each."""
-
-FIGURE_PANEL_PX = 256
-"""Longest side of each image panel in the figure: keeps the PNG well under 1 MB."""
-
-
-@dataclass(frozen=True)
-class FigureRow:
-    """One row of the worst/best figure.
-
-    Attributes:
-        label: ``"worst 1"``, ``"best 2"``, ...
-        name: Source image name (relative to the source folder).
-        score: The model's primary metric on this image.
-        panels: Thumbnails, uint8 RGB: source, translation, and target (paired)
-            or reconstruction (unpaired).
-    """
-
-    label: str
-    name: str
-    score: float
-    panels: tuple[np.ndarray, ...]
-
 
 @dataclass
 class Evaluation:
@@ -93,8 +86,9 @@ class Evaluation:
         images: Per source image: ``source``, ``target`` (paired) and ``name`` paths,
             ``height``, ``width`` and ``metrics`` (method -> metric -> value; nan
             where undefined).
-        distances: Unpaired with a target set only: method -> Wasserstein-1
-            distances of its pooled translations to the real target set.
+        distances: Set-level metrics, method -> metric -> value: unpaired with a
+            target set, the Wasserstein-1 distances of its pooled translations to
+            the real target set; with ``fid``, also ``fid``, ``kid`` and ``kid_std``.
         figure_rows: The worst, then the best images by the primary metric.
         figure_titles: Column titles of the figure.
     """
@@ -161,6 +155,9 @@ def evaluate(
     figure_images: int = FIGURE_IMAGES,
     resolution: Resolution | None = None,
     progress: bool = True,
+    fid: bool = False,
+    inception_weights: str | Path | None = None,
+    inception: keras.Model | None = None,
 ) -> Evaluation:
     """Translate every source image with the model and score the translations.
 
@@ -182,13 +179,20 @@ def evaluate(
         resolution: The resolution images are read at (sources and targets alike);
             default: the one the run was trained at, else each file's own.
         progress: Show progress bars.
+        fid: Also compute FID and KID between each method's outputs and the
+            real target set (needs ``target`` and 2 or more images in each set).
+        inception_weights: InceptionV3 no-top weights file for ``fid``; default:
+            Keras's cache (never downloaded, see :func:`~stainvirt.evaluate.fid.load_inception`).
+        inception: A feature network to use instead of InceptionV3, e.g. a small
+            one in tests; ``inception_weights`` is then unused.
 
     Returns:
         The :class:`Evaluation`; write it with :func:`write_report`.
 
     Raises:
         StainvirtError: for a bad direction, missing or empty folders, unmatched
-            names or different sizes in paired mode, or a missing model.
+            names or different sizes in paired mode, a missing model, or ``fid``
+            without a target set or the Inception weights.
     """
     from tqdm import tqdm
 
@@ -196,19 +200,33 @@ def evaluate(
     back = DIRECTIONS[direction].reverse
     if paired and target is None:
         raise StainvirtError("--paired needs --target: the folder of registered real targets")
+    if fid and target is None:
+        raise StainvirtError("--fid needs --target: the real target-domain images the "
+                             "translations are compared with")
     items, targets = _items(source, target, paired)
+    if fid and min(len(items), len(targets)) < 2:
+        raise StainvirtError(f"--fid needs at least 2 source and 2 target images, got "
+                             f"{len(items)} and {len(targets)}; add images or leave out --fid")
     config = RunDir(model).load_config().to_dict()  # checks the run folder before the slow loads
+    fid_settings: dict[str, Any] = {}
+    if fid:
+        # Loaded before the generators, so missing weights stop the run at once.
+        inception, weights_used = _feature_network(inception, inception_weights)
+        fid_settings = {"inception_weights": weights_used, "fid_kid": FID_KID_SETTINGS}
     options = dict(tile_size=tile_size, overlap=overlap, resolution=resolution)
     forward = Translator.from_run(model, direction, **options)
     backward = None if paired else Translator.from_run(model, back, **options)
 
     # One pass over the real target set fits the Reinhard transfer and counts
-    # the histograms the unpaired distances compare with.
+    # the histograms (and, with fid, the features) the unpaired distances compare with.
     target_hist = PixelHistograms() if targets and not paired else None
+    target_features = FeatureSet(inception) if fid else None
     baseline_fns: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
     if target_hist is not None or (baselines and targets):
         bar = tqdm(targets, "target set", unit="image", disable=not progress)
         real = (forward.read(path) for path in bar)
+        if target_features is not None and not paired:  # paired: read in the main loop
+            real = _tee(real, target_features.add)
         if baselines:
             if target_hist is not None:
                 real = _tee(real, target_hist.add)
@@ -234,7 +252,7 @@ def evaluate(
         "overlap": overlap,
         "resolution": str(forward.resolution),
         "primary_metric": primary,
-    } | _metric_settings(direction, paired, bool(targets), dab_threshold)
+    } | _metric_settings(direction, paired, bool(targets), dab_threshold) | fid_settings
     evaluation = Evaluation(
         settings=settings,
         model_config=config,
@@ -246,7 +264,9 @@ def evaluate(
         ),
     )
     hists = {} if target_hist is None else {m: PixelHistograms() for m in evaluation.methods}
-    extremes = _Extremes(figure_images)
+    features = {} if target_features is None else {
+        m: FeatureSet(inception) for m in evaluation.methods}
+    extremes = Extremes(figure_images)
     root = Path(source)
     bar = tqdm(items, f"evaluate {direction}", unit="image", disable=not progress)
     for index, (src_path, tgt_path) in enumerate(bar):
@@ -255,8 +275,12 @@ def evaluate(
         preds = {MODEL: fake} | {name: fn(src) for name, fn in baseline_fns.items()}
         for name, hist in hists.items():
             hist.add(preds[name])
+        for name, feats in features.items():
+            feats.add(preds[name])
         if tgt_path is not None:
             reference = forward.read(tgt_path)
+            if target_features is not None:
+                target_features.add(reference)
             metrics = {
                 name: paired_metrics(pred, reference, direction, dab_threshold)
                 for name, pred in preds.items()
@@ -279,8 +303,21 @@ def evaluate(
         evaluation.distances = {
             name: histogram_distances(hist, target_hist) for name, hist in hists.items()
         }
+    if target_features is not None:
+        real = target_features.features()
+        for name, feats in features.items():
+            evaluation.distances.setdefault(name, {}).update(fid_kid(feats.features(), real))
     evaluation.figure_rows = extremes.rows([image["name"] for image in evaluation.images])
     return evaluation
+
+
+def _feature_network(
+    inception: keras.Model | None, weights: str | Path | None
+) -> tuple[keras.Model, str]:
+    """The FID feature network and how the report names its weights."""
+    if inception is not None:
+        return inception, f"the caller's feature network {inception.name!r}, not InceptionV3"
+    return load_inception(weights), IMAGENET_CACHE if weights is None else str(weights)
 
 
 def _items(
@@ -318,55 +355,3 @@ def _metric_settings(
         settings["distance"] = "Wasserstein-1 between pooled pixel histograms"
         settings["od_bin_width"] = OD_BIN_WIDTH
     return settings
-
-
-class _Extremes:
-    """The ``k`` lowest and ``k`` highest scores seen so far, with thumbnails of their images."""
-
-    def __init__(self, k: int) -> None:
-        self.k = k
-        self.seen = 0
-        # Heaps of (key, index, thumbnails); the worst heap keys on -score so
-        # that its root is the least bad image kept, the first to drop out.
-        self._worst: list[tuple[float, int, tuple[np.ndarray, ...]]] = []
-        self._best: list[tuple[float, int, tuple[np.ndarray, ...]]] = []
-
-    def offer(self, score: float, index: int, panels: Sequence[np.ndarray]) -> None:
-        """Keep image ``index`` if it is among the worst or best so far."""
-        if self.k < 1 or np.isnan(score):
-            return
-        self.seen += 1
-        thumbs = None
-        for heap, key in ((self._worst, -score), (self._best, score)):
-            if len(heap) < self.k or key > heap[0][0]:
-                thumbs = thumbs or tuple(_thumbnail(p) for p in panels)
-                push = heapq.heappush if len(heap) < self.k else heapq.heappushpop
-                push(heap, (key, index, thumbs))
-
-    def rows(self, names: Sequence[str]) -> list[FigureRow]:
-        """The worst images (worst first), then the best ones not already shown (best first).
-
-        With fewer than ``2 k`` images the lower half counts as the worst.
-        """
-        worst = sorted(self._worst, key=lambda item: (-item[0], item[1]))[: (self.seen + 1) // 2]
-        shown = {index for _, index, _ in worst}
-        best = sorted(
-            (item for item in self._best if item[1] not in shown),
-            key=lambda item: (-item[0], item[1]),
-        )
-        return [
-            FigureRow(f"{kind} {rank}", names[index], sign * key, thumbs)
-            for kind, sign, items in (("worst", -1.0, worst), ("best", 1.0, best))
-            for rank, (key, index, thumbs) in enumerate(items, start=1)
-        ]
-
-
-def _thumbnail(image: np.ndarray) -> np.ndarray:
-    """``image`` shrunk to at most ``FIGURE_PANEL_PX`` on its longest side."""
-    from PIL import Image
-
-    if max(image.shape[:2]) <= FIGURE_PANEL_PX:
-        return image.copy()
-    thumb = Image.fromarray(image)
-    thumb.thumbnail((FIGURE_PANEL_PX, FIGURE_PANEL_PX), Image.Resampling.LANCZOS)
-    return np.asarray(thumb)
