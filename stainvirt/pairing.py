@@ -63,9 +63,7 @@ def split_pairs(
     )
 
 
-def match_pairs(
-    source: str | Path, target: str | Path, *, allow_unmatched: bool = False
-) -> list[tuple[Path, Path]]:
+def match_pairs(source: str | Path, target: str | Path) -> list[tuple[Path, Path]]:
     """Pair the images of two folders by name, for registered (paired) data sets.
 
     Names are matched as :func:`split_pairs` does. Target images without a source
@@ -74,19 +72,16 @@ def match_pairs(
     Args:
         source: Folder of source-domain images.
         target: Folder of their registered real targets.
-        allow_unmatched: Leave out source images without a target too, named in
-            the same one warning line, instead of stopping.
 
     Returns:
         ``(source path, target path)`` in the sorted order of the source images.
 
     Raises:
         StainvirtError: if a folder is missing or empty, two images in one folder
-            share a name, or (unless ``allow_unmatched``) a source image has no
-            target (all are listed).
+            share a name, or a source image has no target (all are listed).
     """
     pairs, lone_sources, lone_targets = split_pairs(source, target)
-    if lone_sources and not allow_unmatched:
+    if lone_sources:
         unmatched = [_key(source, path) for path in lone_sources]
         extra = [_key(target, path) for path in lone_targets]
         hint = f"; target images without a source: {_listing(extra)}" if extra else ""
@@ -96,9 +91,9 @@ def match_pairs(
             "Paired images need the same file name (any extension; a trailing "
             "_A/_B/_HE/_IHC tag is ignored); rename them, or drop --paired for unpaired metrics"
         )
-    if lone_sources or lone_targets:
+    if lone_targets:
         log.warning("--paired: images without a partner of the same name are not used: %s",
-                    unmatched_note([(source, lone_sources), (target, lone_targets)]))
+                    unmatched_note([(target, lone_targets)]))
     return pairs
 
 

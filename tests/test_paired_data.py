@@ -191,16 +191,13 @@ def test_unpaired_and_old_data_sets_load_with_no_pairs(registered, tmp_path):
     assert paired.fingerprint() != before
 
 
-def test_allow_unmatched_leaves_out_sources_in_one_warning(registered, caplog):
+def test_lone_sources_are_refused_for_evaluation_and_named_by_split_pairs(registered):
     a, b = registered
-    with pytest.raises(StainvirtError, match="1 of 3 source image"):
+    with pytest.raises(StainvirtError, match="1 of 3 source image.*spare"):
         match_pairs(a, b)
-    with caplog.at_level(logging.WARNING, logger="stainvirt"):
-        pairs = match_pairs(a, b, allow_unmatched=True)
+    pairs, lone_a, lone_b = split_pairs(a, b)
     assert [(p.name, q.name) for p, q in pairs] == [("y.png", "y.tif"), ("x_HE.png", "x_IHC.png")]
-    assert len(caplog.records) == 1
-    assert "1 in" in caplog.text and "spare" in caplog.text and "leftover" in caplog.text
-    assert split_pairs(a, b)[1:] == ([a / "spare.png"], [b / "leftover.png"])
+    assert (lone_a, lone_b) == ([a / "spare.png"], [b / "leftover.png"])
 
 
 def test_cli_prepare_paired_as_a_user_runs_it(registered, tmp_path):
