@@ -151,7 +151,7 @@ class Translator:
         """A whole image as uint8 RGB, read at the resolution it would be translated at."""
         path = Path(path)
         with open_slide(path) as slide:
-            image = slide.regions(self._size(path)[2])
+            image = slide.regions() if self._own_size(path) else self.resolution.regions(slide)
             return image.read(0, 0, image.height, image.width)
 
     def translate_file(
@@ -263,10 +263,14 @@ class Translator:
                 targets.setdefault(path, self.output_path(path, below, fmt))
         return targets
 
+    def _own_size(self, path: Path) -> bool:
+        """Whether ``path`` is a PNG/JPEG translated at its own size (no pixel size to go by)."""
+        return not is_slide(path) and (self.resolution == NATIVE or not self.resolution.required)
+
     def _size(self, path: Path) -> tuple[int, int, float | None]:
         """``(height, width, mpp)`` of ``path`` at the resolution it is translated at."""
-        if not is_slide(path) and (self.resolution == NATIVE or not self.resolution.required):
-            return (*image_size(path), None)  # PNG/JPEG: from the header, at their own size
+        if self._own_size(path):
+            return (*image_size(path), None)  # from the header
         with open_slide(path) as slide:
             regions = self.resolution.regions(slide)
             return regions.height, regions.width, regions.mpp
