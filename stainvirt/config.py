@@ -27,6 +27,8 @@ class Config:
     """
 
     # Networks
+    channels_a: int = _field(3, "channels of domain A images (set from the data set: 3 for RGB)")
+    channels_b: int = _field(3, "channels of domain B images (set from the data set: 3 for RGB)")
     image_size: int = _field(256, "side of the square crops the networks train on")
     generator: str = _field("resnet", "'resnet' (reference) or 'unet'")
     ngf: int = _field(64, "filters in the generators' first layer")
@@ -147,8 +149,8 @@ def _validate(cfg: Config) -> None:
         fail(f"upsample must be 'transpose' or 'resize', not {cfg.upsample!r}")
     if cfg.strategy not in ("auto", "default", "mirrored", "multiworker"):
         fail(f"strategy must be auto, default, mirrored or multiworker, not {cfg.strategy!r}")
-    for name in ("image_size", "ngf", "ndf", "batch_size", "n_layers_d", "unet_depth",
-                 "paired_levels"):
+    for name in ("channels_a", "channels_b", "image_size", "ngf", "ndf", "batch_size",
+                 "n_layers_d", "unet_depth", "paired_levels"):
         if getattr(cfg, name) < 1:
             fail(f"{name} must be at least 1")
     for name in ("n_blocks", "pool_size", "epochs", "epochs_decay", "steps_per_epoch", "load_size",

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from stainvirt.domain import Domain, domains_from
 from stainvirt.errors import StainvirtError
 
 SPLITS = ("trainA", "trainB", "testA", "testB")
@@ -53,6 +54,11 @@ class PreparedData:
     )
     """Per ``train``/``test``: ``(P, 2)`` int32 ``(index into <split>A, index into
     <split>B)`` of registered tile pairs, over the whole data set; empty when unpaired."""
+
+    @property
+    def domains(self) -> dict[str, Domain]:
+        """``{"A": Domain, "B": Domain}``: channels, pixel type and range (RGB if unrecorded)."""
+        return domains_from(self.settings)
 
     def counts(self) -> dict[str, int]:
         """Number of tiles per split."""

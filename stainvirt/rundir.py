@@ -5,7 +5,8 @@ and ``evaluate`` read through ``--model``::
 
     config.json        the Config that built the networks (translate needs nothing else)
     data.json          the data set that trained the run: path, tile counts, content
-                       fingerprint and steps per epoch (earlier data sets, if it changed)
+                       fingerprint, steps per epoch, each domain's channels and
+                       intensity range (earlier data sets, if it changed)
     G_AB.keras         generator A -> B (direction A2B; the paper's G)
     G_BA.keras         generator B -> A (direction B2A; the paper's F)
     state.h5           the full training state: networks, optimizers, image pools, epoch
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from stainvirt.config import Config
+from stainvirt.domain import Domain, domains_from
 from stainvirt.errors import StainvirtError
 from stainvirt.io.atomic import atomic_path, atomic_write_text, remove_stale_temps
 from stainvirt.io.slide import Resolution
@@ -197,6 +199,13 @@ class RunDir:
         if mpp is None and magnification is None:
             return None
         return Resolution(mpp, magnification, required=False)
+
+    def domains(self) -> dict[str, Domain]:
+        """``{"A": Domain, "B": Domain}`` the run was trained on (RGB for runs that predate them).
+
+        How translation reads and scales its input and writes its output.
+        """
+        return domains_from(self.data_record())
 
     def save_data_record(self, record: dict[str, Any]) -> Path:
         """Write ``data.json`` atomically."""

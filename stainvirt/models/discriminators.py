@@ -9,6 +9,7 @@ from __future__ import annotations
 import keras
 
 from stainvirt.config import Config
+from stainvirt.errors import StainvirtError
 from stainvirt.models.layers import WeightInit, instance_norm, padded_conv
 
 
@@ -24,11 +25,15 @@ def build_discriminator(cfg: Config, name: str = "D_A") -> keras.Model:
         name: Model name: ``D_A`` or ``D_B``.
 
     Returns:
-        A functional model mapping ``(batch, H, W, 3)`` images in [-1, 1] to
+        A functional model mapping ``(batch, H, W, C)`` images of its domain
+        (``channels_a`` or ``channels_b``) in [-1, 1] to
         ``(batch, h, w, 1)`` float32 scores.
     """
     init = WeightInit(cfg.seed, name)
-    image = keras.Input(shape=(None, None, 3), name="image")
+    if name not in ("D_A", "D_B"):
+        raise StainvirtError(f"discriminator name must be D_A or D_B, not {name!r}")
+    channels = cfg.channels_a if name == "D_A" else cfg.channels_b
+    image = keras.Input(shape=(None, None, channels), name="image")
     x = padded_conv(image, cfg.ndf, 4, 2, pad=1, reflect=False, kernel_init=init(), name="c1")
     x = keras.layers.LeakyReLU(0.2, name="c1_lrelu")(x)
     # The last of these convs keeps the size: it widens the receptive field only.

@@ -34,8 +34,9 @@ def build_generator(cfg: Config, name: str = "G_AB") -> keras.Model:
         name: Model name: ``G_AB`` (the paper's G) or ``G_BA`` (the paper's F).
 
     Returns:
-        A functional model mapping ``(batch, H, W, 3)`` images in [-1, 1] to
-        images of the same shape in (-1, 1), float32 even under mixed precision.
+        A functional model mapping ``(batch, H, W, C_in)`` images in [-1, 1] to
+        ``(batch, H, W, C_out)`` images in (-1, 1), float32 even under mixed
+        precision; the channels are the domains' (:func:`generator_channels`), 3 for RGB.
 
     Examples:
         >>> g = build_generator(preset("tiny"), name="G_AB")
@@ -47,12 +48,21 @@ def build_generator(cfg: Config, name: str = "G_AB") -> keras.Model:
         raise StainvirtError(
             f"unknown generator {cfg.generator!r}; choose one of: {', '.join(trunks)}"
         )
-    image = keras.Input(shape=(None, None, 3), name="image")
-    delta = trunks[cfg.generator](image, cfg, WeightInit(cfg.seed, name))
+    channels_in, channels_out = generator_channels(cfg, name)
+    image = keras.Input(shape=(None, None, channels_in), name="image")
+    delta = trunks[cfg.generator](image, cfg, WeightInit(cfg.seed, name), channels_out)
     return keras.Model(image, _output_head(image, delta, cfg), name=name)
 
 
-def _resnet_trunk(image: Any, cfg: Config, init: WeightInit) -> Any:
+def generator_channels(cfg: Config, name: str) -> tuple[int, int]:
+    """``(input, output)`` channels of ``G_AB`` (A to B) or ``G_BA`` (B to A)."""
+    if name not in ("G_AB", "G_BA"):
+        raise StainvirtError(f"generator name must be G_AB or G_BA, not {name!r}")
+    pair = (cfg.channels_a, cfg.channels_b)
+    return pair if name == "G_AB" else pair[::-1]
+
+
+def _resnet_trunk(image: Any, cfg: Config, init: WeightInit, channels: int) -> Any:
     """The reference ResnetGenerator up to (and including) its last 7x7 conv."""
     ngf = cfg.ngf
     x = _conv_norm_relu(image, ngf, 7, 1, pad=3, reflect=True, init=init, name="stem")
@@ -65,11 +75,12 @@ def _resnet_trunk(image: Any, cfg: Config, init: WeightInit) -> Any:
         x = instance_norm(f"up{i}_norm")(x)
         x = keras.layers.ReLU(name=f"up{i}_relu")(x)
     return padded_conv(
-        x, 3, 7, 1, pad=3, reflect=True, kernel_init=_last_kernel_init(cfg, init), name="to_rgb"
+        x, channels, 7, 1, pad=3, reflect=True, kernel_init=_last_kernel_init(cfg, init),
+        name="to_rgb"
     )
 
 
-def _unet_trunk(image: Any, cfg: Config, init: WeightInit) -> Any:
+def _unet_trunk(image: Any, cfg: Config, init: WeightInit, channels: int) -> Any:
     """The reference UnetGenerator (nested UnetSkipConnectionBlocks) unrolled, before its tanh.
 
     Level ``i`` halves the size with ``ngf * min(2**i, 8)`` filters. The
@@ -98,7 +109,7 @@ def _unet_trunk(image: Any, cfg: Config, init: WeightInit) -> Any:
             x = keras.layers.Dropout(0.5, name=f"up{i + 1}_dropout")(x)
         x = keras.layers.Concatenate(name=f"up{i + 1}_skip")([skips[i - 1], x])
     x = keras.layers.ReLU(name="up1_relu")(x)
-    return _upsample(x, 3, 4, cfg, _last_kernel_init(cfg, init), name="to_rgb")
+    return _upsample(x, channels, 4, cfg, _last_kernel_init(cfg, init), name="to_rgb")
 
 
 def _conv_norm_relu(
@@ -170,5 +181,8 @@ def _last_kernel_init(cfg: Config, init: WeightInit) -> keras.initializers.Initi
 def _output_head(image: Any, delta: Any, cfg: Config) -> Any:
     """Squash the last conv's output into an image; float32 so mixed precision stays stable."""
     if cfg.residual_output:
+        if image.shape[-1] not in (1, delta.shape[-1]):
+            # Between channel counts the identity is the grey level: one channel, broadcast.
+            image = keras.ops.mean(image, axis=-1, keepdims=True)
         return ResidualTanh(dtype="float32", name="residual_tanh")([image, delta])
     return keras.layers.Activation("tanh", dtype="float32", name="tanh")(delta)
