@@ -2,14 +2,17 @@
 
 Layout of every file (written by :mod:`stainvirt.prepare`):
 
-- ``trainA``, ``trainB``, ``testA``, ``testB``: ``(N, H, W, 3)`` uint8 tiles.
+- ``trainA``, ``trainB``, ``testA``, ``testB``: ``(N, H, W, C)`` tiles: uint8 RGB
+  (C = 3) unless ``settings["domains"]`` says otherwise (:class:`~stainvirt.domain.Domain`:
+  per domain A and B, the channel count C, the pixel type uint8, uint16 or
+  float32, and the intensity range that maps to the networks' [-1, 1]).
 - ``<split>_source``: the file each tile came from, relative to its input folder.
 - ``<split>_position``: ``(N, 2)`` int32 ``(y, x)`` of the tile's top-left corner.
 - ``train_pairs``, ``test_pairs``: ``(P, 2)`` int32 ``(index into trainA, index into
   trainB)`` (resp. ``testA``/``testB``) of registered tile pairs (``prepare
   --paired``), indices into the same file; ``(0, 2)`` when unpaired. Data sets
   written before pairs existed lack them and load with no pairs.
-- ``settings``: JSON text of the settings that made it.
+- ``settings``: JSON text of the settings that made it, with ``domains`` (absent: RGB).
 
 A data set too large for one file is written as ``NAME-00000.npz``,
 ``NAME-00001.npz``, ... beside where ``NAME.npz`` would be; :func:`load_prepared`
@@ -145,12 +148,15 @@ def load_prepared(path: str | Path, splits: tuple[str, ...] = SPLITS) -> Prepare
                     offset = [sum(map(len, parts[f"{split}{d}"])) for d in "AB"]
                     local = _optional(npz, f"{split}_pairs", no_pairs())
                     pairs[split].append(local.astype(np.int32) + np.array(offset, np.int32))
+                domains = domains_from(settings)
                 for split in splits:
-                    tiles = npz[split]
-                    if tiles.dtype != np.uint8 or tiles.ndim != 4 or tiles.shape[-1] != 3:
+                    tiles, domain = npz[split], domains[split[-1]]
+                    if (tiles.dtype != domain.dtype or tiles.ndim != 4
+                            or tiles.shape[-1] != domain.channels):
                         raise StainvirtError(
                             f"{file}: array {split} has shape {tiles.shape} and type "
-                            f"{tiles.dtype}; expected (N, H, W, 3) uint8"
+                            f"{tiles.dtype}; expected (N, H, W, {domain.channels}) "
+                            f"{domain.dtype}; run 'stainvirt prepare' again"
                         )
                     parts[split].append(tiles)
                     n = len(tiles)
@@ -162,9 +168,10 @@ def load_prepared(path: str | Path, splits: tuple[str, ...] = SPLITS) -> Prepare
             raise StainvirtError(
                 f"{file}: cannot read ({exc}); the file is corrupt, run 'stainvirt prepare' again"
             ) from exc
-    empty = np.zeros((0, 1, 1, 3), np.uint8)
+    domains = domains_from(settings)
+    empty = {d: np.zeros((0, 1, 1, domains[d].channels), domains[d].dtype) for d in "AB"}
     return PreparedData(
-        tiles={s: _concat(parts.get(s), empty) for s in SPLITS},
+        tiles={s: _concat(parts.get(s), empty[s[-1]]) for s in SPLITS},
         sources={s: _concat(parts.get(f"{s}_s"), np.zeros(0, str)) for s in SPLITS},
         positions={s: _concat(parts.get(f"{s}_p"), np.zeros((0, 2), np.int32)) for s in SPLITS},
         settings=settings,
