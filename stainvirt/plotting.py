@@ -115,6 +115,33 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 72) -> Path:
     return path
 
 
+def display_rgb(image: np.ndarray, low: float = 0.0, high: float = 255.0) -> np.ndarray:
+    """An image of any channel count and pixel type as ``(H, W, 3)`` uint8, for a panel.
+
+    Intensities from ``low`` to ``high`` span black to white (so images of one
+    domain shown with its range are comparable); one channel is shown grey, three
+    as colour, any other number as the grey of their mean.
+
+    Args:
+        image: ``(H, W)`` or ``(H, W, C)`` pixels.
+        low: Intensity shown black.
+        high: Intensity shown white (or full colour).
+
+    Returns:
+        The panel; an ``(H, W, 3)`` uint8 image over 0 to 255 is returned as it is.
+    """
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.shape[-1] == 3 and image.dtype == np.uint8 and (low, high) == (0.0, 255.0):
+        return image
+    if image.shape[-1] != 3:
+        image = image.mean(axis=-1, keepdims=True, dtype=np.float64)
+    unit = np.clip((image.astype(np.float64) - low) / (high - low), 0.0, 1.0)
+    rgb = np.round(unit * 255.0).astype(np.uint8)
+    return np.ascontiguousarray(np.broadcast_to(rgb, (*rgb.shape[:2], 3)))
+
+
 def _render_rgb(fig: Figure) -> np.ndarray:
     """``fig`` drawn by Agg at its dpi, as an ``(H, W, 3)`` uint8 array."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg

@@ -3,9 +3,13 @@
 Images are cut into non-overlapping ``tile_size`` squares from the top-left
 corner (a remainder narrower than a tile is dropped); tiles that fail the tissue
 test (:mod:`stainvirt.tissue`) are skipped as background. Images smaller than a
-tile are an error: pass a smaller ``tile_size``. Tiles are buffered up to
-``shard_mb`` of pixels, so memory stays bounded however many images there are;
-a data set larger than that becomes numbered shards (see :mod:`stainvirt.dataset`).
+tile are an error: pass a smaller ``tile_size``. A label-free domain (phase,
+autofluorescence, CT; :mod:`stainvirt.prepare_native`) keeps its files' channels
+and pixel type and has no tissue test; each slice of a stack is an image of its
+own, its tiles' source recorded as ``vol.tif#z0007`` (slice 7, counted from 0).
+Tiles are buffered up to ``shard_mb`` of pixels, so memory stays bounded however
+many images there are; a data set larger than that becomes numbered shards (see
+:mod:`stainvirt.dataset`).
 
 With ``paired=True``, A and B images of the same name (:mod:`stainvirt.pairing`)
 are registered pairs: tiles are chosen on the A image as usual, the B tile is
@@ -26,7 +30,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple, TypeVar
+from typing import TypeVar
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -39,6 +43,7 @@ from stainvirt.io.images import list_images
 from stainvirt.io.slide import NATIVE, Resolution
 from stainvirt.io.slides import is_slide, open_slide
 from stainvirt.pairing import split_pairs, unmatched_note
+from stainvirt.prepare_native import DomainPlan, Job, SourceImage, domain_note, plan_domains
 from stainvirt.shards import ShardWriter, Tile
 from stainvirt.slide_tiles import WHOLE_READ_PIXELS, TileCounts, image_tiles
 from stainvirt.tissue import DEFAULT_MIN_TISSUE, TissueMap, thumbnail_tissue_mask
@@ -78,7 +83,8 @@ class PrepareSummary:
                      if self.not_sampled else "")
         return (
             f"tiles: {counts}{pairs}; {self.background_skipped} background tiles skipped"
-            f"{unsampled}{bad}; wrote {where} ({self.bytes_written / 1e6:.1f} MB)"
+            f"{unsampled}{bad}{domain_note(self.settings)}; wrote {where} "
+            f"({self.bytes_written / 1e6:.1f} MB)"
         )
 
 
@@ -102,23 +108,6 @@ def split_files(files: Sequence[T], fraction: float, seed: int) -> tuple[list[T]
     )
 
 
-class _Image(NamedTuple):
-    """One input file and the split its tiles go to."""
-
-    split: str
-    root: Path
-    file: Path
-
-    @property
-    def source(self) -> str:
-        """The file relative to its input folder, as recorded with each tile."""
-        return self.file.relative_to(self.root).as_posix()
-
-
-_Job = tuple[_Image, ...]
-"""What :func:`_pack` reads at once: one image, or a registered pair (A image, B image)."""
-
-
 def prepare(
     a: str | Path,
     b: str | Path,
@@ -136,6 +125,10 @@ def prepare(
     shard_mb: float = DEFAULT_SHARD_MB,
     progress: bool = True,
     paired: bool = False,
+    kind_a: str = "auto",
+    kind_b: str = "auto",
+    range_a: str = "auto",
+    range_b: str = "auto",
 ) -> PrepareSummary:
     """Pack A and B images or slides into ``out`` (a compressed ``.npz``, or shards).
 
@@ -148,7 +141,8 @@ def prepare(
         test_fraction: share of files (not tiles) held out when no test folder is given;
             with ``paired``, of the pairs (both images of a pair land in one split).
         tile_size: side of the square tiles, in pixels at ``resolution``.
-        min_tissue: fraction of tissue pixels a tile needs to be kept (0 keeps all).
+        min_tissue: fraction of tissue pixels a tile needs to be kept (0 keeps all);
+            label-free (native) domains keep every tile.
         resolution: the resolution images are read at (default: each file's own);
             recorded in the data set, so translation reads slides the same way.
         tiles_per_slide: at most this many tiles per image, spread over its tissue.
@@ -161,6 +155,14 @@ def prepare(
             ``test_a`` with ``test_b``: the B tile is cut where the A tile is and
             the two are recorded as a pair. Images without a partner are packed
             unpaired, after one warning naming them.
+        kind_a: ``rgb`` (every file as 8-bit RGB), ``native`` (channels and pixel
+            type as stored; all files must share them) or ``auto`` (native when the
+            files are grey, 16-bit, float or stacks): :mod:`stainvirt.prepare_native`.
+        kind_b: the same for domain B.
+        range_a: intensity range of a native domain A: ``auto`` (``full`` for 8-bit,
+            else ``percentile``), ``full``, ``percentile`` (0.5-99.5 of a sample of
+            its training pixels) or ``LOW,HIGH``.
+        range_b: the same for domain B.
 
     Returns:
         A :class:`PrepareSummary` of what was written.
@@ -169,7 +171,8 @@ def prepare(
         StainvirtError: for missing or empty folders, unreadable images (unless
             ``skip_bad``), images smaller than a tile, no tissue found, or an
             output that cannot be written; with ``paired``, for no pairs found,
-            only one test folder, or a pair of two sizes (unless ``skip_bad``).
+            only one test folder, or a pair of two sizes (unless ``skip_bad``);
+            for what :func:`~stainvirt.prepare_native.plan_domains` refuses.
     """
     if tile_size < 8:
         raise StainvirtError(f"--tile-size {tile_size} is too small; use 8 or more (e.g. 256)")
@@ -187,6 +190,8 @@ def prepare(
     jobs = _jobs(inputs, test_fraction, seed, paired)
     if resolution == NATIVE:
         _warn_if_resolutions_differ(jobs)
+    plan = plan_domains(jobs, {"A": kind_a, "B": kind_b}, {"A": range_a, "B": range_b},
+                        resolution=resolution, seed=seed, skip_bad=skip_bad)
     settings = {
         "tile_size": tile_size,
         "min_tissue": min_tissue,
@@ -199,17 +204,19 @@ def prepare(
         "paired": paired,
         # Image pairs found by name; the tile pairs are the <split>_pairs arrays.
         "image_pairs": sum(len(job) == 2 for job in jobs),
+        "kinds": plan.kinds,
+        "domains": {d: plan.domains[d].to_dict() for d in "AB"},
         "stainvirt_version": __version__,
     }
     writer = ShardWriter(out, int(shard_mb * 1e6), settings)
     counts = TileCounts()
-    bad: list[str] = []
+    bad = plan.bad
     try:
         for index, job in enumerate(
-            tqdm(jobs, desc="reading images", unit="img", disable=not progress)
+            tqdm(plan.jobs, desc="reading images", unit="img", disable=not progress)
         ):
             try:
-                _pack(writer, job, resolution, counts, settings, seed + index, progress)
+                _pack(writer, job, plan, resolution, counts, settings, seed + index, progress)
             except StainvirtError as exc:
                 if not skip_bad:
                     raise
@@ -228,7 +235,7 @@ def prepare(
     return PrepareSummary(
         counts=dict(writer.counts),
         background_skipped=counts.background,
-        bad_files=bad,
+        bad_files=list(dict.fromkeys(bad)),
         outputs=outputs,
         bytes_written=sum(p.stat().st_size for p in outputs),
         settings=settings,
@@ -237,7 +244,7 @@ def prepare(
     )
 
 
-def _jobs(inputs: dict, test_fraction: float, seed: int, paired: bool) -> list[_Job]:
+def _jobs(inputs: dict, test_fraction: float, seed: int, paired: bool) -> list[Job]:
     """Every image to pack, registered pairs first (with ``paired``).
 
     Without a test folder, ``test_fraction`` of each domain's files is held out,
@@ -254,11 +261,11 @@ def _jobs(inputs: dict, test_fraction: float, seed: int, paired: bool) -> list[_
                 files[f"train{domain}"], test_fraction, fallback_seed
             )
 
-    def image(split: str, file: Path) -> _Image:
+    def image(split: str, file: Path) -> SourceImage:
         # Test files split off a training folder keep paths relative to that folder.
-        return _Image(split, inputs[split] or inputs[f"train{split[-1]}"], file)
+        return SourceImage(split, inputs[split] or inputs[f"train{split[-1]}"], file)
 
-    jobs: list[_Job] = [
+    jobs: list[Job] = [
         (image(f"{split}A", a), image(f"{split}B", b)) for split in PAIR_SPLITS
         for a, b in pairs[split]
     ]
@@ -306,7 +313,8 @@ def _match(
 
 def _pack(
     writer: ShardWriter,
-    job: _Job,
+    job: Job,
+    plan: DomainPlan,
     resolution: Resolution,
     counts: TileCounts,
     settings: dict,
@@ -317,11 +325,13 @@ def _pack(
 
     A slide gets a progress bar of its own. Of a pair, tiles are chosen on the A
     image and the B tile is read at the same position, so the two stay aligned.
+    A native A image (or slice) has no tissue test and no thumbnail.
     """
     tile_size = settings["tile_size"]
+    native = plan.is_native(job[0])
     at = "" if resolution == NATIVE else f" at {resolution}"
     with contextlib.ExitStack() as stack:
-        slides = [stack.enter_context(open_slide(image.file)) for image in job]
+        slides = [stack.enter_context(plan.open(image)) for image in job]
         views = [resolution.regions(slide) for slide in slides]
         if len({(view.height, view.width) for view in views}) > 1:
             sizes = " and ".join(f"{image.file} is {view.width}x{view.height}"
@@ -338,7 +348,8 @@ def _pack(
                 "or less"
             )
         # A pyramid makes the thumbnail cheap; without one, only size calls for it.
-        large = slide.level_count > 1 or regions.height * regions.width > WHOLE_READ_PIXELS
+        large = not native and (slide.level_count > 1
+                                or regions.height * regions.width > WHOLE_READ_PIXELS)
         tissue = None
         if large:
             tissue = TissueMap(thumbnail_tissue_mask(slide.thumbnail()), regions.height,
@@ -347,7 +358,7 @@ def _pack(
         to_level0 = [s.level_size(0)[0] / v.height for s, v in zip(slides, views, strict=True)]
         here = TileCounts()
         tiles = image_tiles(
-            regions, tile_size, settings["min_tissue"], tissue=tissue,
+            regions, tile_size, 0.0 if native else settings["min_tissue"], tissue=tissue,
             max_tiles=settings["tiles_per_slide"], seed=seed, counts=here,
         )
         bar = tqdm(tiles, desc=f"  {file.name}", unit="tile", leave=False,
@@ -364,7 +375,7 @@ def _pack(
         setattr(counts, name, getattr(counts, name) + getattr(here, name))
 
 
-def _warn_if_resolutions_differ(jobs: list[_Job]) -> None:
+def _warn_if_resolutions_differ(jobs: list[Job]) -> None:
     """Warn when domains A and B were scanned at different resolutions and no --mpp is set."""
     mpps: dict[str, list[float]] = {"A": [], "B": []}
     for image in itertools.chain.from_iterable(jobs):

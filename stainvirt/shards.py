@@ -18,6 +18,7 @@ from typing import NamedTuple
 import numpy as np
 
 from stainvirt.dataset import PAIR_SPLITS, SPLITS, dataset_files, shard_path
+from stainvirt.domain import domains_from
 from stainvirt.errors import StainvirtError
 from stainvirt.io.atomic import temp_beside
 
@@ -80,12 +81,13 @@ class ShardWriter:
         if not self.buffered and self.temp_files:
             return
         tile_size = self.settings["tile_size"]
+        domains = domains_from(self.settings)
         arrays: dict[str, np.ndarray] = {}
         for split in SPLITS:
-            tiles = self.tiles[split]
-            arrays[split] = (
-                np.stack(tiles) if tiles else np.zeros((0, tile_size, tile_size, 3), np.uint8)
-            )
+            tiles, domain = self.tiles[split], domains[split[-1]]
+            # Even an empty split has its domain's channels and type: loading checks every shard.
+            empty = np.zeros((0, tile_size, tile_size, domain.channels), domain.dtype)
+            arrays[split] = np.stack(tiles) if tiles else empty
             arrays[f"{split}_source"] = np.array(self.sources[split], dtype=str)
             arrays[f"{split}_position"] = np.array(
                 self.positions[split], dtype=np.int32

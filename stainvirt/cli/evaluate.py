@@ -29,6 +29,14 @@ metrics are reported.
 --baselines scores the identity (no translation) and a Reinhard colour transfer
 fitted on --target the same way, side by side with the model.
 
+A run whose output domain is not RGB (quantitative phase, autofluorescence,
+X-ray CT) is scored by PSNR and SSIM on intensities scaled to [0, 1] by the
+domain's recorded range (data_range=1); the stain metrics, distribution
+distances, Reinhard baseline and FID/KID, which are about RGB stains, are
+skipped, and the report says so. The identity baseline is scored where the
+channel counts match; a greyscale input against an RGB output is replicated
+to RGB instead.
+
 --fid adds FID and KID between the translations (and each baseline's outputs)
 and the --target images, in either mode, on the 2048-d features of Keras's
 ImageNet InceptionV3 (images resized to 299x299). Nothing is downloaded: the

@@ -1,17 +1,19 @@
-"""``stainvirt prepare``: pack A/B images or slides (unpaired or registered) into a ``.npz``."""
+"""``stainvirt prepare``: pack A/B images, slides or label-free stacks into a ``.npz``."""
 
 from __future__ import annotations
 
 import argparse
 
 from stainvirt.cli.options import add_resolution_options, resolution_from
+from stainvirt.prepare_native import KINDS
 from stainvirt.tissue import DEFAULT_MIN_TISSUE
 
 DESCRIPTION = """\
 Pack folders of domain A (H&E) and domain B (IHC) images or whole slides
 (unpaired, or registered pairs with --paired) into one compressed .npz with
-arrays trainA, trainB, testA, testB (N, H, W, 3 uint8), the source file and
-(y, x) position (level-0 pixels) of every tile, and the settings used.
+arrays trainA, trainB, testA, testB (N, H, W, 3 uint8 for RGB domains), the
+source file and (y, x) position (level-0 pixels) of every tile, and the
+settings used.
 
 Folders are read recursively in sorted order: whole slides through OpenSlide
 (Aperio SVS, Hamamatsu NDPI, 3DHistech MRXS, Leica SCN, Ventana BIF, Philips
@@ -41,6 +43,22 @@ and test). Memory stays bounded: when the tiles exceed --shard-mb, numbered
 shards NAME-00000.npz, NAME-00001.npz, ... are written instead of NAME.npz;
 'stainvirt train --data NAME.npz' reads either form.
 
+Label-free domains (--kind-a/--kind-b): quantitative phase, autofluorescence
+or X-ray CT images are packed as stored ('native'): their channel count and
+pixel type (8/16-bit or float) are kept, and every image of the domain must
+share them. 'auto' (the default) packs a domain as native when its images are
+grey, 16-bit, float, stacks or of more than 4 channels, and says so; whole
+slides and 8-bit colour images are RGB, and so is a domain that mixes both
+(convert the others, or force --kind-a native). A stack (Z, Y, X) gives one
+image per slice; its tiles' source reads vol.tif#z0007 (slice 7, from 0).
+Native domains have no tissue test (--min-tissue does not apply: every grid
+tile is kept) and are not resampled (--mpp/--magnification are refused).
+Their intensity range (--range-a/--range-b), which maps onto the networks'
+[-1, 1], is fixed before any tile is written and recorded in the data set:
+'auto' is 'full' for 8-bit images (0-255) and 'percentile' otherwise (the
+0.5th to 99.5th percentile of a seeded sample of the domain's training pixels);
+'full' is the type's whole range ([0, 1] for float); LOW,HIGH fixes it.
+
 Registered pairs (--paired): for adjacent sections or registered H&E/IHC images
 (BCI, MIST layouts), an A image and a B image of the same name are a pair: the
 same path relative to --a and --b, any extension, a trailing _A/_B/_HE/_IHC tag
@@ -61,6 +79,8 @@ examples:
       --skip-bad --out data/her2.npz
   stainvirt prepare --paired --a BCI/HE/train --b BCI/IHC/train \\
       --test-a BCI/HE/test --test-b BCI/IHC/test --out data/bci.npz
+  stainvirt prepare --paired --a phase/train --b he/train --range-a 0,4095 \\
+      --out data/phase.npz
 """
 
 
@@ -84,7 +104,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tile-size", type=int, default=256, metavar="PX", help="default: 256")
     p.add_argument(
         "--min-tissue", type=float, default=DEFAULT_MIN_TISSUE, metavar="F",
-        help=f"tissue share a tile needs, 0 keeps all (default: {DEFAULT_MIN_TISSUE})",
+        help=f"tissue share a tile needs, 0 keeps all (default: {DEFAULT_MIN_TISSUE}); "
+        "not applied to native (label-free) domains, which keep every tile",
     )
     add_resolution_options(p, "default: each file's own")
     p.add_argument(
@@ -108,6 +129,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "are and recorded as pairs for a supervised loss; images without a partner are "
         "packed unpaired",
     )
+    for d in "ab":
+        p.add_argument(
+            f"--kind-{d}", choices=KINDS, default="auto",
+            help=f"how domain {d.upper()}'s files are read: rgb (as 8-bit RGB), native "
+            "(channels and pixel type kept, for label-free images) or auto (native when "
+            "they are grey, 16-bit, float or stacks; default)",
+        )
+        p.add_argument(
+            f"--range-{d}", default="auto", metavar="RANGE",
+            help=f"intensity range of a native domain {d.upper()}: auto (full for 8-bit, "
+            "else percentile; default), full (the type's range, [0, 1] for float), "
+            "percentile (0.5-99.5 of its training pixels) or LOW,HIGH (e.g. 0,4095)",
+        )
     p.add_argument("--out", required=True, metavar="FILE.npz", help="where to write the data set")
     p.set_defaults(func=run)
 
@@ -124,10 +158,12 @@ def run(args: argparse.Namespace) -> int:
         resolution=resolution_from(args) or NATIVE, tiles_per_slide=args.tiles_per_slide,
         seed=args.seed,
         skip_bad=args.skip_bad, shard_mb=args.shard_mb, progress=not args.quiet,
-        paired=args.paired,
+        paired=args.paired, kind_a=args.kind_a, kind_b=args.kind_b,
+        range_a=args.range_a, range_b=args.range_b,
     )
     print(summary.line())
     if summary.bad_files:
-        print("skipped (unreadable, or a registered pair of two sizes):\n  "
+        print("skipped (unreadable, not matching its domain, or a registered pair of two "
+              "sizes):\n  "
               + "\n  ".join(summary.bad_files))
     return 0

@@ -24,6 +24,14 @@ slides and TIFFs become tiled, pyramidal OME-TIFF with that pixel size, which
 QuPath opens. Images larger than one tile are translated tile by tile with
 overlapping, cross-faded tiles, so a slide of any size fits in a bounded amount
 of memory; on slides, tiles over glass (found on a thumbnail) are copied through.
+
+Runs on other domains than RGB stains (quantitative phase, autofluorescence,
+X-ray CT: greyscale or multi-channel, 16-bit or float) read their inputs as
+stored and scale them with the intensity range recorded at training, never
+image by image; outputs of such a domain are OME-TIFF of its pixel type (a
+one-channel 8/16-bit output may be a PNG). A TIFF stack of slices (Z, Y, X[, C])
+is translated slice by slice into an OME-TIFF stack, with a figure of orthogonal
+views through its middle beside it (NAME_views.png).
 """
 
 
@@ -54,18 +62,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=None, metavar="N",
                    help="tiles per generator call (default: 8 on a GPU, 1 on a CPU)")
     p.add_argument("--format", default=None, metavar="{png,tiff}",
-                   help="png, or tiff (pyramidal OME-TIFF, tiled, for QuPath and other "
-                        "viewers; needed above 100 megapixels); default: tiff for TIFF and "
-                        "SVS inputs, png otherwise")
+                   help="png, or tiff (OME-TIFF: pyramidal and tiled for RGB, for QuPath and "
+                        "other viewers; needed above 100 megapixels, for stacks and for "
+                        "float or multi-channel outputs); default: tiff for TIFF and SVS "
+                        "inputs and for outputs other than RGB, png otherwise")
     add_resolution_options(p, "default: the resolution the run was trained at, if its data "
                               "set was prepared with one, else each file's own")
     p.add_argument("--skip-background", action=argparse.BooleanOptionalAction, default=None,
                    help="copy tiles that are almost all glass (under 1%% tissue) through "
                         "unchanged (default: on for slides and TIFFs, judged on a thumbnail's "
-                        "tissue mask; off for PNG/JPEG, judged on the tile's pixels when on)")
+                        "tissue mask; off for PNG/JPEG, judged on the tile's pixels when on; "
+                        "only where both domains are RGB)")
     p.add_argument("--skip-bad", action="store_true",
                    help="exit 0 even if some images could not be read (they are still "
                         "named in an error line each)")
+    p.add_argument("--views", action=argparse.BooleanOptionalAction, default=True,
+                   help="write a figure of orthogonal views (XY, XZ, YZ through the middle; "
+                        "input above, output below) beside each translated stack, as "
+                        "NAME_views.png (default: on)")
     p.add_argument("--figure", type=Path, default=None, metavar="FILE",
                    help=f"also write a figure of the first {FIGURE_IMAGES} images: input, "
                         "translation and round trip (needs both generators of the run); "
@@ -90,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         resolution=resolution_from(args),
     )
     report = translator.translate_paths(
-        args.inputs, args.out, args.format, progress=not args.quiet
+        args.inputs, args.out, args.format, progress=not args.quiet, views=args.views
     )
     done, seconds = len(report.outputs), max(report.seconds, 1e-9)
     tissue = report.megapixels - report.glass_megapixels
@@ -107,6 +121,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {out}")
     if len(outputs) > LISTED_OUTPUTS:
         print(f"  ... and {len(outputs) - LISTED_OUTPUTS} more under {args.out}")
+    views = list(report.views.values())
+    for figure in views[:LISTED_OUTPUTS]:
+        print(f"  views: {figure}")
+    if len(views) > LISTED_OUTPUTS:
+        print(f"  ... and {len(views) - LISTED_OUTPUTS} more views figures")
     if args.figure and report.outputs:
         images = list(report.outputs)[:FIGURE_IMAGES]
         print(f"figure: {write_figure(args.model, images, args.figure, translator.direction)}")

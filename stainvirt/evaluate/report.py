@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from stainvirt import __version__
-from stainvirt.evaluate.runner import IDENTITY, MODEL, REINHARD, Evaluation
+from stainvirt.evaluate.runner import IDENTITY, MODEL, PSNR_SSIM_SETTINGS, REINHARD, Evaluation
 from stainvirt.io.atomic import atomic_write_text
 from stainvirt.plotting import image_grid, save_figure
 
@@ -156,10 +156,18 @@ def notes(evaluation: Evaluation) -> list[str]:
         out.append(f"{n} image(s) from `{s['source']}`; no --target, so only the "
                    "cycle-reconstruction metrics are reported (distribution distances and "
                    "the baselines need the real target set).")
-    out.append(f"PSNR/SSIM: {s['psnr_ssim']} (the BCI/MIST settings; tf.image.ssim's 11x11 "
-               f"Gaussian window gives different numbers); identical images score "
-               f"{s['psnr_cap_db']:g} dB.")
-    if paired:
+    if s["psnr_ssim"] == PSNR_SSIM_SETTINGS:
+        out.append(f"PSNR/SSIM: {s['psnr_ssim']} (the BCI/MIST settings; tf.image.ssim's 11x11 "
+                   f"Gaussian window gives different numbers); identical images score "
+                   f"{s['psnr_cap_db']:g} dB.")
+    else:
+        out.append(f"PSNR/SSIM: {s['psnr_ssim']}, so scores mean the same for 16-bit and "
+                   f"float domains; identical images score {s['psnr_cap_db']:g} dB.")
+    if "domains" in s:
+        out.append(f"Domains: {s['domains']['source']} in, {s['domains']['target']} out.")
+    if "stain_metrics" in s:
+        out.append(s["stain_metrics"][0].upper() + s["stain_metrics"][1:] + ".")
+    if paired and "stains_correlated" in s:
         stains = _join([_stain(x) for x in s["stains_correlated"]])
         line = (f"Stain channels by colour deconvolution ({s['stain_deconvolution']}): r is the "
                 f"per-image Pearson correlation of the {stains} optical-density maps")
@@ -168,7 +176,7 @@ def notes(evaluation: Evaluation) -> list[str]:
                      f"density > {s['dab_threshold']:g} (rgb2hed units)")
         out.append(line + ".")
         out.append(_undefined_note(evaluation))
-    elif n_target:
+    elif n_target and "distance" in s:
         out.append("W1: Wasserstein-1 distance between the pooled pixel histograms of the "
                    "translations and of the real target images, RGB in grey levels (mean of "
                    "R, G, B), stains in optical density; 0 means the same distribution.")
@@ -187,9 +195,12 @@ def notes(evaluation: Evaluation) -> list[str]:
                    "PSNR/SSIM settings; model only (the identity's round trip is trivially "
                    "perfect). A good round trip shows that the structure is kept, not that "
                    "the stain is right.")
+    if s["baselines_requested"] and "identity_baseline" in s:
+        out.append(f"Identity baseline: {s['identity_baseline']}.")
     if REINHARD in evaluation.methods:
-        out.append(f"Reinhard: each image's CIE-Lab mean and standard deviation matched to "
-                   f"the pooled statistics of the {n_target} target image(s).")
+        on = " (of the identity's RGB image)" if "identity_baseline" in s else ""
+        out.append(f"Reinhard: each image's CIE-Lab mean and standard deviation{on} matched "
+                   f"to the pooled statistics of the {n_target} target image(s).")
         # Only scores: the summary also holds kid_std, a spread with no better direction.
         worse = [m for m in summary[REINHARD] if m in METRICS
                  and _defined(summary[REINHARD][m]) and _defined(summary[IDENTITY].get(m))
@@ -198,14 +209,18 @@ def notes(evaluation: Evaluation) -> list[str]:
             out.append(f"Reinhard scores worse than the identity on {_labels(worse)}: "
                        "matching each tile's own colour statistics stretches tiles that mix "
                        "glass background and tissue, so it can lose to doing nothing.")
-    elif s["baselines_requested"]:
+    elif s["baselines_requested"] and not n_target:
         out.append("--baselines without --target: no baseline rows, because the identity "
                    "and Reinhard are scored against the real target set (Reinhard is also "
                    "fitted on it), and the identity's round trip is trivially perfect.")
-    else:
-        out.append("Pass --baselines to compare with the identity (no translation) and a "
-                   "Reinhard colour transfer.")
-    if paired and s["direction"] == "A2B":
+    elif s["baselines_requested"] and not paired and not evaluation.methods[1:]:
+        out.append("--baselines unpaired on this output domain: no baseline rows, because "
+                   "there are no distribution distances to score them on and the cycle "
+                   "is the model's own.")
+    elif not s["baselines_requested"]:
+        out.append("Pass --baselines to compare with the identity (no translation)"
+                   + (" and a Reinhard colour transfer." if "stain_metrics" not in s else "."))
+    if paired and s["direction"] == "A2B" and "domains" not in s:
         out.append("For scale, on the BCI test set (H&E -> HER2 IHC, 1024 px) CycleGAN "
                    "scored 16.20 dB / 0.373 SSIM and a Reinhard transfer about "
                    "15.9 dB / 0.39; numbers are comparable only on the same data.")

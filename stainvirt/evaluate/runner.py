@@ -14,6 +14,11 @@ With ``baselines=True`` the identity (no translation) and a Reinhard colour
 transfer fitted on the target set get the same metrics, so a user sees whether
 the network beats the trivial answers.
 
+A run whose output domain is not 8-bit RGB (:mod:`stainvirt.evaluate.intensity`)
+is scored by PSNR and SSIM on intensities scaled by the domain's range; the stain
+metrics, distribution distances and Reinhard baseline, all about brightfield
+stains, are skipped, and the identity is scored only where it means something.
+
 With ``fid=True`` the translations (and each baseline's outputs) are also
 compared with the real target set by FID and KID on InceptionV3 features
 (:mod:`stainvirt.evaluate.fid`), in either mode.
@@ -33,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from stainvirt.domain import Domain
 from stainvirt.errors import StainvirtError
 from stainvirt.evaluate.baselines import ReinhardTransfer, identity
 from stainvirt.evaluate.extremes import Extremes, FigureRow
@@ -43,6 +49,7 @@ from stainvirt.evaluate.fid import (
     fid_kid,
     load_inception,
 )
+from stainvirt.evaluate.intensity import INTENSITY_SETTINGS, STAINS_SKIPPED, identity_like, scores
 from stainvirt.evaluate.metrics import (
     DAB_THRESHOLD,
     OD_BIN_WIDTH,
@@ -51,14 +58,14 @@ from stainvirt.evaluate.metrics import (
     PixelHistograms,
     histogram_distances,
     paired_metrics,
-    psnr,
-    ssim,
 )
 from stainvirt.io.images import list_images
 from stainvirt.io.slide import Resolution
 from stainvirt.pairing import checked_pairs
+from stainvirt.plotting import display_rgb
 from stainvirt.rundir import DIRECTIONS, RunDir, check_direction
 from stainvirt.translate.api import Translator
+from stainvirt.translate.native import domain_name
 from stainvirt.translate.tiling import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
 
 if TYPE_CHECKING:
@@ -207,7 +214,15 @@ def evaluate(
     if fid and min(len(items), len(targets)) < 2:
         raise StainvirtError(f"--fid needs at least 2 source and 2 target images, got "
                              f"{len(items)} and {len(targets)}; add images or leave out --fid")
-    config = RunDir(model).load_config().to_dict()  # checks the run folder before the slow loads
+    run = RunDir(model)
+    config = run.load_config().to_dict()  # checks the run folder before the slow loads
+    domains = run.domains()
+    in_domain, out_domain = domains["A"], domains["B"]
+    if direction == "B2A":
+        in_domain, out_domain = out_domain, in_domain
+    if fid and not out_domain.is_rgb:
+        raise StainvirtError(f"--fid compares RGB images by Inception features; this run's "
+                             f"output is {out_domain.describe()}: leave out --fid")
     fid_settings: dict[str, Any] = {}
     if fid:
         # Loaded before the generators, so missing weights stop the run at once.
@@ -219,24 +234,31 @@ def evaluate(
 
     # One pass over the real target set fits the Reinhard transfer and counts
     # the histograms (and, with fid, the features) the unpaired distances compare with.
-    target_hist = PixelHistograms() if targets and not paired else None
+    # Colour distances and Reinhard need RGB outputs; unpaired, a baseline on
+    # another domain would have nothing to be scored on (the cycle is the model's).
+    target_hist = PixelHistograms() if targets and not paired and out_domain.is_rgb else None
     target_features = FeatureSet(inception) if fid else None
+    like, like_text = identity_like(in_domain, out_domain)
     baseline_fns: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
-    if target_hist is not None or (baselines and targets):
+    if baselines and targets and like is not None and (paired or out_domain.is_rgb):
+        baseline_fns[IDENTITY] = like
+    if target_hist is not None or (baseline_fns and out_domain.is_rgb):
         bar = tqdm(targets, "target set", unit="image", disable=not progress)
-        real = (forward.read(path) for path in bar)
+        real = (forward.read(path, out_domain) for path in bar)
         if target_features is not None and not paired:  # paired: read in the main loop
             real = _tee(real, target_features.add)
-        if baselines:
+        if baseline_fns:
             if target_hist is not None:
                 real = _tee(real, target_hist.add)
             reinhard = ReinhardTransfer().fit(real)
-            baseline_fns = {IDENTITY: identity, REINHARD: reinhard.apply}
+            baseline_fns[REINHARD] = (reinhard.apply if like is identity
+                                      else lambda image: reinhard.apply(like(image)))
         else:
             target_hist = PixelHistograms.of(real)
 
     primary = "ssim" if paired else "cycle_ssim"
-    source_stain, target_stain = DIRECTIONS[direction].source, DIRECTIONS[direction].target
+    source_stain = domain_name(in_domain, DIRECTIONS[direction].source)
+    target_stain = domain_name(out_domain, DIRECTIONS[direction].target)
     settings = {
         "direction": direction,
         "translation": f"{source_stain} -> {target_stain}",
@@ -252,7 +274,11 @@ def evaluate(
         "overlap": overlap,
         "resolution": str(forward.resolution),
         "primary_metric": primary,
-    } | _metric_settings(direction, paired, bool(targets), dab_threshold) | fid_settings
+    } | _metric_settings(direction, paired, bool(targets), dab_threshold, in_domain, out_domain)
+    settings |= fid_settings
+    if not (in_domain.is_rgb and out_domain.is_rgb):
+        settings["domains"] = {"source": in_domain.describe(), "target": out_domain.describe()}
+        settings["identity_baseline"] = like_text
     evaluation = Evaluation(
         settings=settings,
         model_config=config,
@@ -278,18 +304,18 @@ def evaluate(
         for name, feats in features.items():
             feats.add(preds[name])
         if tgt_path is not None:
-            reference = forward.read(tgt_path)
+            reference = forward.read(tgt_path, out_domain)
             if target_features is not None:
                 target_features.add(reference)
             metrics = {
-                name: paired_metrics(pred, reference, direction, dab_threshold)
+                name: paired_metrics(pred, reference, direction, dab_threshold) if out_domain.is_rgb
+                else scores(pred, reference, out_domain)
                 for name, pred in preds.items()
             }
         else:
             reference = backward.translate_array(fake)
-            metrics = {
-                MODEL: {"cycle_psnr": psnr(reference, src), "cycle_ssim": ssim(reference, src)}
-            }
+            cycle = scores(reference, src, in_domain)
+            metrics = {MODEL: {f"cycle_{k}": v for k, v in cycle.items()}}
         evaluation.images.append({
             "name": src_path.relative_to(root).as_posix(),
             "source": str(src_path),
@@ -298,7 +324,10 @@ def evaluate(
             "width": src.shape[1],
             "metrics": metrics,
         })
-        extremes.offer(metrics[MODEL][primary], index, (src, fake, reference))
+        shown = (in_domain, out_domain, out_domain if paired else in_domain)
+        panels = [display_rgb(image, d.low, d.high)
+                  for image, d in zip((src, fake, reference), shown, strict=True)]
+        extremes.offer(metrics[MODEL][primary], index, panels)
     if target_hist is not None:
         evaluation.distances = {
             name: histogram_distances(hist, target_hist) for name, hist in hists.items()
@@ -339,14 +368,19 @@ def _tee(images: Iterable[np.ndarray], each: Callable[[np.ndarray], None]) -> It
 
 
 def _metric_settings(
-    direction: str, paired: bool, has_target: bool, dab_threshold: float
+    direction: str, paired: bool, has_target: bool, dab_threshold: float,
+    source: Domain, target: Domain,
 ) -> dict[str, Any]:
     """How the metrics of this mode are computed, for the report."""
+    scored = target if paired else source  # unpaired scores the round trip
     settings: dict[str, Any] = {
-        "psnr_ssim": PSNR_SSIM_SETTINGS,
+        "psnr_ssim": PSNR_SSIM_SETTINGS if scored.is_rgb else INTENSITY_SETTINGS,
         "psnr_cap_db": PSNR_CAP_DB,
-        "stain_deconvolution": "skimage.color.rgb2hed, Ruifrok & Johnston",
     }
+    if not target.is_rgb:
+        settings["stain_metrics"] = STAINS_SKIPPED.format(domain=target.describe())
+        return settings
+    settings["stain_deconvolution"] = "skimage.color.rgb2hed, Ruifrok & Johnston"
     if paired:
         settings["stains_correlated"] = list(PAIRED_STAINS[direction])
         if direction == "A2B":

@@ -72,7 +72,7 @@ def pixel_kind(path: str | Path) -> PixelKind:
     if path.suffix.lower() in TIFF_SUFFIXES:
         with open_tiff(path) as tif:
             series = tif.series[0]
-            shape = _as_stack(np.empty(series.shape, np.uint8), series.axes, path).shape
+            shape = _stack_shape(series.shape, series.axes, path)
             return PixelKind(shape[0], shape[-1], storage_dtype(series.dtype))
     with open_flat_image(path) as img:
         mode = img.mode
@@ -104,26 +104,39 @@ def _flat_rank(path: Path) -> int:
 
 def _as_stack(array: np.ndarray, axes: str, path: Path) -> np.ndarray:
     """``array`` with axes ``axes`` (tifffile's letters) as ``(Z, H, W, C)``."""
+    kept, order, stack, channel = _stack_layout(array.shape, axes, path)
+    array = np.transpose(array.reshape(kept), order)
+    if not stack:
+        array = array[None]
+    return array if channel else array[..., None]
+
+
+def _stack_shape(shape: tuple[int, ...], axes: str, path: Path) -> tuple[int, int, int, int]:
+    """The ``(Z, H, W, C)`` shape :func:`_as_stack` gives, without touching any pixels."""
+    kept, order, stack, channel = _stack_layout(shape, axes, path)
+    out = [kept[i] for i in order]
+    return tuple(([] if stack else [1]) + out + ([] if channel else [1]))
+
+
+def _stack_layout(
+    shape: tuple[int, ...], axes: str, path: Path
+) -> tuple[list[int], list[int], bool, bool]:
+    """Shape without uninformative singletons, the axis order Z, Y, X, C, and which exist."""
     axes = axes.upper()
     # Singleton axes other than the image's own (one time point, one channel...) say nothing.
-    keep = [i for i, a in enumerate(axes) if array.shape[i] > 1 or a in "YX"]
-    array = array.reshape([array.shape[i] for i in keep])
+    keep = [i for i, a in enumerate(axes) if shape[i] > 1 or a in "YX"]
+    kept = [shape[i] for i in keep]
     axes = "".join(axes[i] for i in keep)
     if "Y" not in axes or "X" not in axes:
-        raise _layout_error(path, array.shape, axes)
+        raise _layout_error(path, tuple(kept), axes)
     stack = [a for a in axes if a in _STACK_AXES]
     channel = [a for a in axes if a in _CHANNEL_AXES]
     other = [a for a in axes if a not in _STACK_AXES + _CHANNEL_AXES + "YX"]
     if len(stack) > 1 or len(channel) > 1 or other:
-        raise _layout_error(path, array.shape, axes)
+        raise _layout_error(path, tuple(kept), axes)
     order = [axes.index(a) for a in stack] + [axes.index("Y"), axes.index("X")]
     order += [axes.index(a) for a in channel]
-    array = np.transpose(array, order)
-    if not stack:
-        array = array[None]
-    if not channel:
-        array = array[..., None]
-    return array
+    return kept, order, bool(stack), bool(channel)
 
 
 def _layout_error(path: Path, shape: tuple[int, ...], axes: str) -> StainvirtError:

@@ -53,10 +53,9 @@ def open_slide(path: str | Path) -> Slide:
     path = Path(path)
     if not path.is_file():
         raise StainvirtError(f"{path}: file not found")
-    suffix = path.suffix.lower()
-    if suffix in SLIDE_SUFFIXES or (suffix in TIFF_SUFFIXES and _vendor_tiff(path)):
+    if is_vendor_slide(path):
         return OpenSlideSlide(path)
-    if suffix in TIFF_SUFFIXES:
+    if path.suffix.lower() in TIFF_SUFFIXES:
         return TiffSlide(path)
     return ArraySlide(path, read_image(path))
 
@@ -102,6 +101,13 @@ def image_size(path: str | Path) -> tuple[int, int]:
 def is_slide(path: str | Path) -> bool:
     """Whether a file is a whole slide or a TIFF: read lazily, its tissue found on a thumbnail."""
     return Path(path).suffix.lower() in SLIDE_SUFFIXES + TIFF_SUFFIXES
+
+
+def is_vendor_slide(path: str | Path) -> bool:
+    """A scanner vendor's whole slide (read through OpenSlide): always 8-bit colour."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    return suffix in SLIDE_SUFFIXES or (suffix in TIFF_SUFFIXES and _vendor_tiff(path))
 
 
 def _vendor_tiff(path: Path) -> bool:

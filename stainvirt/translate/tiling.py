@@ -17,12 +17,18 @@ tile after it, and the windows are normalised to sum to exactly one at every
 pixel. The generator's instance norm sees different statistics in every tile;
 the smooth cross-fade turns what would be a colour step at a tile border into
 a gradual change over the whole overlap.
+
+:func:`blended_bands` does this for pixels of any domain: a codec turns the
+domain's stored pixels into the networks' [-1, 1] and the outputs back, and
+the windows blend each of the output's channels alike.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -115,6 +121,103 @@ class Tiling:
     def count(self, height: int, width: int) -> int:
         """Number of tiles an image of this size is cut into."""
         return len(self.plan(height).starts) * len(self.plan(width).starts)
+
+
+class Codec(NamedTuple):
+    """How one domain's stored pixels go into a generator and its outputs come back."""
+
+    encode: Callable[[np.ndarray], np.ndarray]
+    """Stored pixels to float32 in [-1, 1]."""
+    decode: Callable[[np.ndarray], np.ndarray]
+    """Outputs in [-1, 1] to stored pixels."""
+
+
+@dataclass
+class Tally:
+    """Tiles of one image: all of them, and those copied through as glass."""
+
+    tiles: int = 0
+    glass: int = 0
+
+
+def blended_bands(
+    image: Any,
+    tiling: Tiling,
+    predict: Callable[[np.ndarray], Any],
+    codecs: tuple[Codec, Codec],
+    batch_size: int,
+    *,
+    progress: Callable[[int], object] | None = None,
+    is_glass: Callable[[np.ndarray, int, int], bool] | None = None,
+    tally: Tally | None = None,
+) -> Iterator[np.ndarray]:
+    """An image's translation as row bands, top to bottom, one per row of tiles.
+
+    Only one row of tiles and one band of blended output are in memory at a time.
+
+    Args:
+        image: Regions of the input (``height``, ``width``, ``read(top, left, h, w)``
+            giving ``(h, w, C)`` stored pixels).
+        tiling: Where the tiles go.
+        predict: The generator: a batch ``(N, h, w, C)`` in [-1, 1] to its outputs.
+        codecs: The input's and the output's :class:`Codec`.
+        batch_size: Tiles per ``predict`` call.
+        progress: Called with the number of tiles done after each tile row.
+        is_glass: ``is_glass(tile, top, left)`` picks tiles copied through
+            untranslated (only where input and output are of one kind).
+        tally: Counts tiles and glass tiles, if given.
+
+    Yields:
+        Bands of the output's stored pixels, ``(rows, width, C_out)``.
+    """
+    (encode, _), (_, decode) = codecs
+    tally = tally if tally is not None else Tally()
+    rows, cols = tiling.plan(image.height), tiling.plan(image.width)
+    blended = None  # sized by the first output: the generator decides its channels
+    for r, top in enumerate(rows.starts):
+        band = image.read(top, 0, min(rows.length, image.height - top), image.width)
+        band = pad_to(band, rows.length, cols.extent)
+        tiles = [band[:, left : left + cols.length] for left in cols.starts]
+        glass = [bool(is_glass and is_glass(t, top, left))
+                 for t, left in zip(tiles, cols.starts, strict=True)]
+        tally.tiles, tally.glass = tally.tiles + len(tiles), tally.glass + sum(glass)
+        for c, out in _outputs(tiles, glass, predict, encode, batch_size):
+            if blended is None:
+                blended = np.zeros((rows.length, cols.extent, out.shape[-1]), np.float32)
+            weight = rows.weights[r][:, None, None] * cols.weights[c][None, :, None]
+            blended[:, cols.starts[c] : cols.starts[c] + cols.length] += weight * out
+        if progress:
+            progress(len(tiles))
+        if r + 1 < len(rows.starts):
+            done = rows.starts[r + 1] - top  # no later tile reaches these rows
+            yield decode(blended[:done, : image.width])
+            blended[: rows.length - done] = blended[done:]
+            blended[rows.length - done :] = 0.0
+        else:
+            yield decode(blended[: image.height - top, : image.width])
+
+
+def _outputs(
+    tiles: Sequence[np.ndarray],
+    glass: Sequence[bool],
+    predict: Callable[[np.ndarray], Any],
+    encode: Callable[[np.ndarray], np.ndarray],
+    batch_size: int,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """``(index, output in [-1, 1])`` of each tile, batched through ``predict``.
+
+    Glass tiles come back as they are.
+    """
+    todo = []
+    for i, tile in enumerate(tiles):
+        if glass[i]:
+            yield i, encode(tile)
+        else:
+            todo.append(i)
+    for k in range(0, len(todo), batch_size):
+        chunk = todo[k : k + batch_size]
+        batch = encode(np.stack([tiles[i] for i in chunk]))
+        yield from zip(chunk, np.asarray(predict(batch)), strict=True)
 
 
 def _windows(starts: tuple[int, ...], length: int, size: int) -> tuple[np.ndarray, ...]:

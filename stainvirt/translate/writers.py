@@ -71,13 +71,13 @@ def write_tiff(
         tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.stem}.levels.") as spill_dir,
         tifffile.TiffWriter(tmp, bigtiff=True, ome=True) as tif,
     ):
-        strips = _regroup(bands, tile)
+        strips = regroup(bands, tile)
         for level, (rows, cols) in enumerate(shapes):
             last = level == len(shapes) - 1
             spill = Path(spill_dir) / f"level{level + 1}.raw"
             with open(spill, "wb") if not last else contextlib.nullcontext() as halves:
                 tif.write(
-                    _tiles(strips, tile, halves),
+                    tiff_tiles(strips, tile, halves),
                     shape=(rows, cols, 3),
                     dtype=np.uint8,
                     tile=(tile, tile),
@@ -103,7 +103,7 @@ def _level_options(level: int, levels: int, mpp: float | None, metadata: dict) -
     return options
 
 
-def _regroup(bands: Iterable[np.ndarray], rows: int) -> Iterator[np.ndarray]:
+def regroup(bands: Iterable[np.ndarray], rows: int) -> Iterator[np.ndarray]:
     """Strips of exactly ``rows`` rows (the last one may be shorter) from bands of any height."""
     pending: list[np.ndarray] = []
     have = 0
@@ -118,8 +118,8 @@ def _regroup(bands: Iterable[np.ndarray], rows: int) -> Iterator[np.ndarray]:
         yield np.concatenate(pending)
 
 
-def _tiles(
-    strips: Iterable[np.ndarray], tile: int, halves: BinaryIO | None
+def tiff_tiles(
+    strips: Iterable[np.ndarray], tile: int, halves: BinaryIO | None = None
 ) -> Iterator[np.ndarray]:
     """The TIFF tiles of each strip, left to right; each strip's 2x reduction goes to ``halves``."""
     for strip in strips:
