@@ -14,9 +14,9 @@ from typing import Any
 from stainvirt.errors import StainvirtError
 
 
-def _field(default: Any, help: str) -> Any:
-    """A config field with its ``--help`` text."""
-    return dataclasses.field(default=default, metadata={"help": help})
+def _field(default: Any, help: str, cli: bool = True) -> Any:
+    """A config field with its ``--help`` text; ``cli=False`` for fields set from the data."""
+    return dataclasses.field(default=default, metadata={"help": help, "cli": cli})
 
 
 @dataclass(frozen=True)
@@ -27,8 +27,12 @@ class Config:
     """
 
     # Networks
-    channels_a: int = _field(3, "channels of domain A images (set from the data set: 3 for RGB)")
-    channels_b: int = _field(3, "channels of domain B images (set from the data set: 3 for RGB)")
+    channels_a: int = _field(
+        3, "channels of domain A images (set from the data set: 3 for RGB)", cli=False
+    )
+    channels_b: int = _field(
+        3, "channels of domain B images (set from the data set: 3 for RGB)", cli=False
+    )
     image_size: int = _field(256, "side of the square crops the networks train on")
     generator: str = _field("resnet", "'resnet' (reference) or 'unet'")
     ngf: int = _field(64, "filters in the generators' first layer")
@@ -59,6 +63,12 @@ class Config:
     paired_levels: int = _field(
         4, "levels of that pyramid: each halves the resolution, so a pair a few pixels "
            "out of register still agrees on the coarser levels"
+    )
+
+    lambda_structure: float = _field(
+        0.0, "weight of each generator's structure-consistency loss: 1 minus the local "
+             "correlation (SSIM's structure term) of its input's and output's grey levels, "
+             "so brightness and colour may change but tissue stays where it is (0: off)"
     )
 
     # Optimisation
@@ -154,13 +164,17 @@ def _validate(cfg: Config) -> None:
         if getattr(cfg, name) < 1:
             fail(f"{name} must be at least 1")
     for name in ("n_blocks", "pool_size", "epochs", "epochs_decay", "steps_per_epoch", "load_size",
-                 "lambda_paired", "lambda_adversarial", "lambda_cycle", "lambda_identity"):
+                 "lambda_paired", "lambda_adversarial", "lambda_cycle", "lambda_identity",
+                 "lambda_structure"):
         if getattr(cfg, name) < 0:
             fail(f"{name} must not be negative")
     if cfg.total_epochs < 1:
         fail("epochs + epochs_decay must be at least 1")
     if cfg.load_size and cfg.load_size < cfg.image_size:
         fail(f"load_size ({cfg.load_size}) must be 0 or at least image_size ({cfg.image_size})")
+    # The structure loss compares 11x11 windows (stainvirt.training.structure.WINDOW).
+    if cfg.lambda_structure > 0 and cfg.image_size < 11:
+        fail(f"lambda_structure needs crops of at least 11 px, not {cfg.image_size}")
     min_size = min_image_size(cfg)
     if cfg.image_size < min_size or cfg.image_size % size_multiple(cfg):
         fail(

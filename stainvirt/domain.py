@@ -75,20 +75,27 @@ class Domain:
         return (f"{self.channels}-channel {self.dtype}, range [{self.low:.4g}, {self.high:.4g}] "
                 f"({self.scaling})")
 
-    def scale_offset(self) -> tuple[float, float]:
-        """``(a, b)`` with ``net = clip(a * pixel + b, -1, 1)``, for numpy or TensorFlow."""
-        a = 2.0 / (self.high - self.low)
-        return a, -1.0 - a * self.low
+    def low_half(self) -> tuple[float, float]:
+        """``(low, half)`` with ``net = clip((pixel - low) / half - 1, -1, 1)``.
+
+        Written as a division so that 8-bit RGB gives exactly ``x / 127.5 - 1``, bit for
+        bit what every RGB run was trained with; TensorFlow's pipeline uses the same pair.
+        """
+        return self.low, (self.high - self.low) / 2.0
 
     def to_net(self, pixels: np.ndarray) -> np.ndarray:
-        """Stored pixels to float32 in [-1, 1] (values outside the range are clipped)."""
-        a, b = self.scale_offset()
-        return np.clip(np.asarray(pixels, np.float32) * np.float32(a) + np.float32(b), -1.0, 1.0)
+        """Stored pixels to float32 in [-1, 1] (values outside the range are clipped).
+
+        Not-a-number pixels (no measurement, in float images) become -1, the range's low end.
+        """
+        low, half = self.low_half()
+        net = (np.asarray(pixels, np.float32) - np.float32(low)) / np.float32(half) - 1.0
+        return np.nan_to_num(np.clip(net, -1.0, 1.0), nan=-1.0)
 
     def from_net(self, values: Any) -> np.ndarray:
         """Network outputs in [-1, 1] (tensor or array) to pixels of this domain's type."""
-        unit = (np.clip(np.asarray(values, np.float32), -1.0, 1.0) + 1.0) / 2.0
-        pixels = self.low + unit * (self.high - self.low)
+        low, half = self.low_half()
+        pixels = (np.clip(np.asarray(values, np.float32), -1.0, 1.0) + 1.0) * half + low
         if self.dtype == "float32":
             return pixels.astype(np.float32)
         info = np.iinfo(self.dtype)

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from stainvirt.errors import StainvirtError
-from stainvirt.plotting import check_figure_path, image_grid, save_figure
+from stainvirt.plotting import check_figure_path, display_rgb, image_grid, save_figure
 
 
 def small_grid(suptitle: str | None = None):
@@ -53,3 +53,13 @@ def test_unknown_suffix_is_refused_and_nothing_is_written(tmp_path, name):
     with pytest.raises(StainvirtError, match=r"fig.*\.png, \.pdf, \.svg"):
         save_figure(small_grid(), tmp_path / "out" / name)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_display_rgb_shows_any_channel_count_as_a_picture():
+    rgb = np.arange(48, dtype=np.uint8).reshape(4, 4, 3)
+    assert display_rgb(rgb) is rgb  # 8-bit colour is shown as it is
+    grey = display_rgb(np.full((4, 4), 3000, np.uint16), low=1000, high=5000)
+    assert grey.shape == (4, 4, 3) and (grey == 128).all()  # halfway through the range
+    five = np.zeros((4, 4, 5), np.float32)
+    five[..., 0] = 1.0  # the mean of five channels: one fifth of white
+    assert (display_rgb(five, 0.0, 1.0) == 51).all()

@@ -28,8 +28,19 @@ levels. Adjacent sections are never aligned to the pixel: each level halves the
 resolution and so the misregistration, the coarse levels say where the stain
 goes, and the adversarial and cycle losses keep the result sharp.
 
+Structure consistency: --lambda-structure W adds, per generator, W times one
+minus the local correlation (SSIM's structure term) of the grey levels of its
+input and output. Brightness, contrast and colour may change; structure may
+not move or vanish: nuclei stay where they are, and a label-free domain
+(phase, autofluorescence, X-ray CT) keeps its anatomy.
+
+Label-free domains: the channel count, pixel type and intensity range of each
+domain come from the data set (prepare records them); a run keeps them, and
+resuming on data of another kind is refused. Between domains of different
+channel counts there is no identity loss.
+
 The run folder (--out) gets config.json, data.json (which data set trained it:
-path, tile counts, content fingerprint), G_AB.keras and G_BA.keras (for
+path, tile counts, content fingerprint, domains), G_AB.keras and G_BA.keras (for
 'stainvirt translate'), the full training state (state.h5), history.csv,
 losses.png and samples/epoch_NNN.png (real, fake and reconstructed tiles after
 each epoch). Everything is written atomically at the end of each epoch, on
@@ -91,7 +102,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fields = p.add_argument_group(
         "config fields (override the preset; saved in config.json)"
     )
-    for f in dataclasses.fields(Config):
+    for f in option_fields():
         option = "--" + f.name.replace("_", "-")
         kwargs: dict = {"dest": f"field_{f.name}", "default": None, "help": f.metadata["help"]}
         if f.type == "bool":
@@ -103,9 +114,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def option_fields() -> list[dataclasses.Field]:
+    """The config fields with an option: all but those set from the data (channels)."""
+    return [f for f in dataclasses.fields(Config) if f.metadata.get("cli", True)]
+
+
 def overrides_from(args: argparse.Namespace) -> dict:
     """The config fields given explicitly on the command line."""
-    values = {f.name: getattr(args, f"field_{f.name}") for f in dataclasses.fields(Config)}
+    values = {f.name: getattr(args, f"field_{f.name}") for f in option_fields()}
     return {k: v for k, v in values.items() if v is not None}
 
 

@@ -1,15 +1,20 @@
-"""Between uint8 pixels and the networks' [-1, 1] range (the tanh of the generators)."""
+"""Between uint8 pixels and the networks' [-1, 1] range (the tanh of the generators).
+
+The 8-bit RGB case of :class:`stainvirt.domain.Domain`'s ``to_net`` / ``from_net``.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
+from stainvirt.domain import RGB
+
 
 def to_uint8(images) -> np.ndarray:
     """Images in [-1, 1] (tensor or array) to uint8."""
-    return np.clip(np.round((np.asarray(images) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+    return RGB.from_net(images)
 
 
 def to_unit(images: np.ndarray) -> np.ndarray:
     """uint8 images to float32 in [-1, 1]."""
-    return images.astype(np.float32) / 127.5 - 1.0
+    return RGB.to_net(images)

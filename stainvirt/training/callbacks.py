@@ -8,11 +8,14 @@ import time
 import keras
 import numpy as np
 
+from stainvirt.domain import Domain
 from stainvirt.rundir import DIRECTIONS, RunDir
 from stainvirt.training.cyclegan import LOSS_NAMES
 from stainvirt.training.figures import save_loss_plot, save_sample_grid
 
-HISTORY_COLUMNS = ("epoch", "step", "lr", "seconds", *LOSS_NAMES)
+STEP_COLUMNS = ("epoch", "step", "lr", "seconds")
+HISTORY_COLUMNS = (*STEP_COLUMNS, *LOSS_NAMES)
+"""Columns of ``history.csv``; a run with a structure loss adds its two after these."""
 
 
 class StopGuard(keras.callbacks.Callback):
@@ -50,9 +53,10 @@ class RunCheckpoint(keras.callbacks.Callback):
     Args:
         run: the run folder.
         guard: the run's :class:`StopGuard` (no checkpoint after a NaN).
-        sample_a: uint8 A tiles for the sample grid.
-        sample_b: uint8 B tiles for the sample grid.
+        sample_a: A tiles (stored pixels) for the sample grid.
+        sample_b: B tiles (stored pixels) for the sample grid.
         history: rows of the epochs already done (when resuming).
+        domains: ``{"A": Domain, "B": Domain}`` of the tiles (None: both RGB).
     """
 
     def __init__(
@@ -62,9 +66,11 @@ class RunCheckpoint(keras.callbacks.Callback):
         sample_a: np.ndarray,
         sample_b: np.ndarray,
         history: list[dict[str, float]],
+        domains: dict[str, Domain] | None = None,
     ) -> None:
         super().__init__()
         self.run = run
+        self.domains = domains
         self.guard = guard
         self.sample_a, self.sample_b = sample_a, sample_b
         self.history = history
@@ -83,7 +89,7 @@ class RunCheckpoint(keras.callbacks.Callback):
             "step": step,
             "lr": round(float(model.g_schedule(max(step - 1, 0))), 10),
             "seconds": round(time.monotonic() - self.epoch_started, 2),
-            **{k: round(float((logs or {}).get(k, float("nan"))), 6) for k in LOSS_NAMES},
+            **{k: round(float((logs or {}).get(k, float("nan"))), 6) for k in model.loss_names},
         }
         # A partly done epoch (stopped early, then resumed) keeps only its latest row.
         self.history = [r for r in self.history if r["epoch"] != epoch + 1] + [row]
@@ -94,11 +100,11 @@ class RunCheckpoint(keras.callbacks.Callback):
         model, run = self.model, self.run
         for direction in DIRECTIONS:
             run.save_generator(model.generator(direction), direction)
-        run.write_history(self.history, HISTORY_COLUMNS)
+        run.write_history(self.history, (*STEP_COLUMNS, *model.loss_names))
         if self.history:
             save_loss_plot(run.losses_path, self.history)
         save_sample_grid(
             run.sample_path(epoch), model.G_AB, model.G_BA,
-            self.sample_a, self.sample_b, title=f"epoch {epoch}",
+            self.sample_a, self.sample_b, title=f"epoch {epoch}", domains=self.domains,
         )
         run.save_state(model, epoch)

@@ -4,7 +4,8 @@ Paper names (Zhu et al. 2017): ``G_AB`` = G, ``G_BA`` = F, ``D_A`` = D_X,
 ``D_B`` = D_Y. Losses follow the reference ``cycle_gan_model.py``: LSGAN
 adversarial, cycle L1 weighted ``lambda_cycle`` per direction, identity L1
 weighted ``lambda_identity * lambda_cycle``, discriminator loss
-``0.5 * (real + fake)`` on fakes drawn from an image pool.
+``0.5 * (real + fake)`` on fakes drawn from an image pool. Optional: the paired
+pyramid loss and the structure-consistency loss (:mod:`.structure`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from stainvirt.models import build_discriminator, build_generator
 from stainvirt.rundir import DIRECTIONS
 from stainvirt.training.pool import ImagePool
 from stainvirt.training.schedule import LinearDecay
+from stainvirt.training.structure import structure_loss
 
 # Logged and saved under these names, in this order. A name ending in a domain
 # (D_A, cycle_A) is about that domain's images; one starting with a generator
@@ -27,6 +29,13 @@ LOSS_NAMES = (
     "G", "D_A", "D_B", "G_AB_adv", "G_BA_adv", "cycle_A", "cycle_B", "G_AB_idt", "G_BA_idt",
     "G_AB_pair", "G_BA_pair",
 )
+STRUCTURE_NAMES = ("G_AB_struct", "G_BA_struct")
+"""Logged after :data:`LOSS_NAMES` only by runs with a structure loss."""
+
+
+def loss_names(cfg: Config) -> tuple[str, ...]:
+    """The losses a run with ``cfg`` logs, in order; from the fourth on, the generators' terms."""
+    return LOSS_NAMES + (STRUCTURE_NAMES if cfg.lambda_structure > 0 else ())
 
 
 class CycleGAN(keras.Model):
@@ -44,10 +53,13 @@ class CycleGAN(keras.Model):
         self.G_BA = build_generator(cfg, name="G_BA")
         self.D_A = build_discriminator(cfg, name="D_A")
         self.D_B = build_discriminator(cfg, name="D_B")
-        shape = (cfg.image_size, cfg.image_size, 3)
-        self.pool_A = ImagePool(cfg.pool_size, shape, seed=cfg.seed * 2 + 1, name="pool_A")
-        self.pool_B = ImagePool(cfg.pool_size, shape, seed=cfg.seed * 2 + 2, name="pool_B")
-        self.trackers = {name: keras.metrics.Mean(name=name) for name in LOSS_NAMES}
+        side = (cfg.image_size, cfg.image_size)
+        self.pool_A = ImagePool(cfg.pool_size, (*side, cfg.channels_a), seed=cfg.seed * 2 + 1,
+                                name="pool_A")
+        self.pool_B = ImagePool(cfg.pool_size, (*side, cfg.channels_b), seed=cfg.seed * 2 + 2,
+                                name="pool_B")
+        self.loss_names = loss_names(cfg)
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in self.loss_names}
         self.g_schedule = LinearDecay(cfg.lr, cfg.epochs, cfg.epochs_decay, steps_per_epoch)
         self.d_schedule = LinearDecay(cfg.lr_d, cfg.epochs, cfg.epochs_decay, steps_per_epoch)
         self.g_optimizer = self._adam(self.g_schedule, "g_optimizer")
@@ -100,7 +112,9 @@ class CycleGAN(keras.Model):
 
         ``data`` is ``(real_a, real_b)``, or with registered pairs
         ``(real_a, real_b, pair_a, pair_b)``: then each generator is also
-        supervised by the other half of its pairs (:func:`pyramid_l1`).
+        supervised by the other half of its pairs (:func:`pyramid_l1`). The
+        identity loss needs both domains to have one channel count; between
+        others it is left out.
         """
         real_a, real_b, *pairs = data
         cfg = self.cfg
@@ -118,7 +132,7 @@ class CycleGAN(keras.Model):
                 "cycle_A": _l1(rec_a, real_a) * cfg.lambda_cycle,
                 "cycle_B": _l1(rec_b, real_b) * cfg.lambda_cycle,
             }
-            if cfg.lambda_identity > 0:
+            if cfg.lambda_identity > 0 and cfg.channels_a == cfg.channels_b:
                 weight = cfg.lambda_identity * cfg.lambda_cycle
                 losses["G_AB_idt"] = _l1(self.G_AB(real_b, training=True), real_b) * weight
                 losses["G_BA_idt"] = _l1(self.G_BA(real_a, training=True), real_a) * weight
@@ -133,7 +147,11 @@ class CycleGAN(keras.Model):
                                                  levels) * weight
             else:
                 losses["G_AB_pair"] = losses["G_BA_pair"] = ops.zeros(())
-            losses["G"] = ops.sum(ops.stack([losses[k] for k in LOSS_NAMES[3:]]))
+            if cfg.lambda_structure > 0:
+                weight = cfg.lambda_structure
+                losses["G_AB_struct"] = structure_loss(real_a, fake_b) * weight
+                losses["G_BA_struct"] = structure_loss(real_b, fake_a) * weight
+            losses["G"] = ops.sum(ops.stack([losses[k] for k in self.loss_names[3:]]))
             pooled_b = self.pool_B.query(fake_b, step)
             pooled_a = self.pool_A.query(fake_a, step)
             losses["D_A"] = self._d_loss(self.D_A, real_a, pooled_a)

@@ -8,6 +8,9 @@ registered pairs (``prepare --paired``), each step also draws a batch of them,
 both tiles of a pair cropped, flipped and rotated alike so they stay aligned.
 Resuming at step ``s`` therefore replays exactly the batches an uninterrupted
 run would have seen.
+
+Tiles stay in their stored type (uint8, uint16 or float32) and channel count
+until :func:`make_dataset` scales each domain with its own intensity range.
 """
 
 from __future__ import annotations
@@ -19,15 +22,16 @@ import numpy as np
 from PIL import Image
 
 from stainvirt.config import Config
+from stainvirt.domain import RGB, Domain
 from stainvirt.errors import StainvirtError
 
 
 class UnpairedSampler:
-    """Deterministic, resumable batches of augmented A and B crops (uint8).
+    """Deterministic, resumable batches of augmented A and B crops, in the tiles' own type.
 
     Args:
-        tiles_a: ``(N_A, H, W, 3)`` uint8 domain A tiles.
-        tiles_b: ``(N_B, H, W, 3)`` uint8 domain B tiles.
+        tiles_a: ``(N_A, H, W, C_A)`` domain A tiles (uint8, uint16 or float32).
+        tiles_b: ``(N_B, H, W, C_B)`` domain B tiles.
         cfg: reads ``batch_size``, ``image_size``, ``load_size``, ``seed`` and
             ``steps_per_epoch``.
         steps_per_epoch: steps per epoch, overriding the config's; a resumed run
@@ -73,7 +77,7 @@ class UnpairedSampler:
         return walk, rng.integers(0, len(self.tiles_b), size=need)
 
     def batch(self, step: int) -> tuple[np.ndarray, ...]:
-        """The uint8 batches of global step ``step``: ``(A, B)``, then aligned pairs if any."""
+        """The batches of global step ``step``: ``(A, B)``, then aligned pairs if any."""
         epoch, k = divmod(step, self.steps_per_epoch)
         idx_a, idx_b = self._order(epoch)
         window = slice(k * self.batch_size, (k + 1) * self.batch_size)
@@ -105,8 +109,7 @@ class UnpairedSampler:
         """One random crop, flip and rotation, applied alike to each tile (aligned pairs)."""
         size, load = self.cfg.image_size, self.cfg.load_size
         if load and tiles[0].shape[:2] != (load, load):
-            tiles = [np.asarray(Image.fromarray(t).resize((load, load), Image.BICUBIC))
-                     for t in tiles]
+            tiles = [resize(t, load) for t in tiles]
         y = rng.integers(0, tiles[0].shape[0] - size + 1)
         x = rng.integers(0, tiles[0].shape[1] - size + 1)
         flip, turns = rng.random() < 0.5, rng.integers(0, 4)
@@ -114,21 +117,58 @@ class UnpairedSampler:
         return [np.rot90(c[:, ::-1] if flip else c, k=turns) for c in crops]
 
 
-def make_dataset(sampler: UnpairedSampler, start_step: int = 0):  # -> tf.data.Dataset
+def resize(tile: np.ndarray, side: int) -> np.ndarray:
+    """A ``(H, W, C)`` tile resized to ``side`` x ``side`` (bicubic), in its own type."""
+    if tile.dtype == np.uint8 and tile.shape[-1] == 3:
+        # PIL, as always for RGB: its results, and runs trained on them, stay bit for bit.
+        return np.asarray(Image.fromarray(tile).resize((side, side), Image.BICUBIC))
+    from skimage.transform import resize as spline_resize
+
+    out = spline_resize(tile, (side, side, tile.shape[-1]), order=3, preserve_range=True)
+    if tile.dtype.kind == "f":
+        return out.astype(tile.dtype)
+    info = np.iinfo(tile.dtype)
+    # Cubic splines overshoot at edges: clip back into the type's range.
+    return np.clip(np.round(out), info.min, info.max).astype(tile.dtype)
+
+
+def make_dataset(
+    sampler: UnpairedSampler, start_step: int = 0, domains: dict[str, Domain] | None = None
+):  # -> tf.data.Dataset
     """A prefetching ``tf.data`` pipeline of the sampler's batches, as floats in [-1, 1].
 
+    Each domain is scaled by its own intensity range (:meth:`Domain.low_half`).
     The numpy work runs in tf.data's background thread, so the train step is
     not kept waiting.
+
+    Args:
+        sampler: the batches.
+        start_step: the global step of the first batch.
+        domains: ``{"A": Domain, "B": Domain}`` of the tiles (None: both RGB).
     """
     import tensorflow as tf
 
+    domains = domains or {"A": RGB, "B": RGB}
     size = sampler.cfg.image_size
-    spec = tf.TensorSpec((sampler.batch_size, size, size, 3), tf.uint8)
+    # The batches are A, B, then aligned pairs A, B.
+    kinds = [domains[d] for d in "ABAB"[: sampler.arity]]
+    specs = tuple(tf.TensorSpec((sampler.batch_size, size, size, k.channels), k.dtype)
+                  for k in kinds)
     ds = tf.data.Dataset.from_generator(
-        lambda: sampler.batches(start_step), output_signature=(spec,) * sampler.arity
+        lambda: sampler.batches(start_step), output_signature=specs
     )
 
     def to_float(*batches):
-        return tuple(tf.cast(x, tf.float32) / 127.5 - 1.0 for x in batches)
+        return tuple(_to_net(x, kind) for x, kind in zip(batches, kinds, strict=True))
 
     return ds.map(to_float).prefetch(tf.data.AUTOTUNE)
+
+
+def _to_net(pixels, domain: Domain):  # tf.Tensor -> tf.Tensor
+    """:meth:`Domain.to_net` in TensorFlow."""
+    import tensorflow as tf
+
+    low, half = domain.low_half()
+    net = tf.clip_by_value((tf.cast(pixels, tf.float32) - low) / half - 1.0, -1.0, 1.0)
+    # A float pixel without a measurement (NaN) is the range's low end, as in to_net.
+    return tf.where(tf.math.is_nan(net), -1.0, net) if domain.dtype == "float32" else net

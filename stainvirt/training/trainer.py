@@ -18,6 +18,7 @@ import numpy as np
 
 from stainvirt.config import Config, size_multiple
 from stainvirt.dataset import PreparedData, load_prepared
+from stainvirt.domain import domains_from
 from stainvirt.errors import StainvirtError
 from stainvirt.rundir import RunDir
 from stainvirt.training.callbacks import RunCheckpoint, StopGuard
@@ -29,6 +30,8 @@ log = logging.getLogger("stainvirt")
 EXECUTION_FIELDS = ("jit_compile", "strategy")
 # Fields that may change on resume to extend (or shorten) a run's schedule.
 SCHEDULE_FIELDS = ("epochs", "epochs_decay")
+# Fields the data set decides (its domains' channels), never a request.
+DATA_FIELDS = ("channels_a", "channels_b")
 SAMPLES_PER_DOMAIN = 2
 SAMPLE_SIDE = 128
 
@@ -75,7 +78,8 @@ def resolve_config(
     differ = [
         f"{f}: saved {getattr(saved, f)!r}, requested {getattr(wanted, f)!r}"
         for f in saved.to_dict()
-        if f not in EXECUTION_FIELDS + SCHEDULE_FIELDS and getattr(saved, f) != getattr(wanted, f)
+        if f not in EXECUTION_FIELDS + SCHEDULE_FIELDS + DATA_FIELDS
+        and getattr(saved, f) != getattr(wanted, f)
     ]
     if differ:
         raise StainvirtError(
@@ -103,8 +107,9 @@ def load_training_data(
         new run.
 
     Raises:
-        StainvirtError: when there is no data set to use, or the recorded one has
-            changed and ``data`` does not say to go on with it.
+        StainvirtError: when there is no data set to use, its domains (channels,
+            pixel type or intensity range) are not the run's, or the recorded one
+            has changed and ``data`` does not say to go on with it.
     """
     recorded, explicit = run.data_record(), data is not None
     if data is None:
@@ -115,10 +120,20 @@ def load_training_data(
         data = recorded["path"]
     path = Path(data).absolute()
     prepared = load_prepared(path)
+    domains = prepared.domains
     record = {"path": str(path), "fingerprint": prepared.fingerprint(),
-              "counts": prepared.counts(), "prepare_settings": prepared.settings}
+              "counts": prepared.counts(), "prepare_settings": prepared.settings,
+              "domains": {d: domain.to_dict() for d, domain in domains.items()}}
     if recorded is None:
         return prepared, record
+    trained = domains_from(recorded)
+    if trained != domains:
+        raise StainvirtError(
+            f"{path} holds A: {domains['A'].describe()}, B: {domains['B'].describe()}, but "
+            f"{run.path} was trained on A: {trained['A'].describe()}, B: "
+            f"{trained['B'].describe()}; a run keeps its domains: resume it on data of that "
+            "kind, or choose a new --out"
+        )
     record["steps_per_epoch"] = recorded["steps_per_epoch"]
     record["earlier"] = recorded.get("earlier", [])
     if record["fingerprint"] == recorded["fingerprint"]:
@@ -187,7 +202,8 @@ def train(
 
     Resuming continues exactly where the run stopped. Raising ``epochs`` or
     ``epochs_decay`` in ``overrides`` extends a run, finished or not: training
-    goes on from where it is, with the learning rate of the new schedule.
+    goes on from where it is, with the learning rate of the new schedule. The
+    networks' channel counts come from the data set's domains, which a run keeps.
 
     Args:
         data: the ``.npz`` from ``stainvirt prepare`` (or the name of its shards);
@@ -215,6 +231,10 @@ def train(
     run = RunDir(run_dir)
     cfg, saved = resolve_config(run, cfg, overrides, resume)
     prepared, record = load_training_data(run, data)
+    domains = prepared.domains
+    cfg = cfg.replace(channels_a=domains["A"].channels, channels_b=domains["B"].channels)
+    if cfg.lambda_identity > 0 and cfg.channels_a != cfg.channels_b:
+        log.info("no identity loss: domains A and B have different channel counts")
     keras.utils.set_random_seed(cfg.seed)
     keras.mixed_precision.set_global_policy("mixed_float16" if cfg.mixed_precision else "float32")
     pairs = None
@@ -243,7 +263,7 @@ def train(
              prepared.tiles[f"train{d}"] for d in "AB"}
     history = [r for r in run.read_history() if r["epoch"] <= epochs_done]
     checkpoint = RunCheckpoint(
-        run, guard, sample_tiles(tests["A"], cfg), sample_tiles(tests["B"], cfg), history
+        run, guard, sample_tiles(tests["A"], cfg), sample_tiles(tests["B"], cfg), history, domains
     )
     if verbose == "auto":
         verbose = 1 if sys.stdout.isatty() else 2
@@ -251,7 +271,7 @@ def train(
     try:
         for first_epoch, last_epoch, steps in _phases(model.steps_done, spe, cfg):
             model.fit(
-                make_dataset(sampler, start_step=first_epoch * spe + (spe - steps)),
+                make_dataset(sampler, first_epoch * spe + (spe - steps), domains),
                 epochs=last_epoch, initial_epoch=first_epoch, steps_per_epoch=steps,
                 callbacks=[guard, checkpoint, *(callbacks or [])], verbose=verbose,
                 shuffle=False,

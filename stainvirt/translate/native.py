@@ -17,12 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from stainvirt import __version__
-from stainvirt.domain import RGB, Domain
+from stainvirt.domain import Domain
 from stainvirt.errors import StainvirtError
 from stainvirt.io.atomic import atomic_path
 from stainvirt.io.images import TIFF_SUFFIXES, open_tiff, to_rgb_uint8
 from stainvirt.io.native import pixel_kind, read_native
-from stainvirt.io.scaling import to_uint8, to_unit
 from stainvirt.io.slides import image_size
 from stainvirt.translate.tiling import Codec
 from stainvirt.translate.writers import TIFF_TILE, regroup, tiff_tiles, write_png, write_tiff
@@ -36,13 +35,7 @@ PNG_MAX_PIXELS = 100_000_000
 
 
 def codec(domain: Domain) -> Codec:
-    """How ``domain``'s pixels go into a generator and come back.
-
-    8-bit RGB keeps the conversions it has always had, so its results stay bit
-    for bit what they were; every other domain uses its recorded range.
-    """
-    if domain == RGB:
-        return Codec(to_unit, to_uint8)
+    """How ``domain``'s pixels go into a generator and come back (its recorded range)."""
     return Codec(domain.to_net, domain.from_net)
 
 

@@ -1,0 +1,84 @@
+"""Structure consistency: a translation may change brightness and colour, not where tissue is.
+
+The structure term of SSIM (Wang et al. 2004) is the local Pearson correlation
+of two images. It ignores local brightness and contrast, so a stain that
+darkens, brightens or recolours tissue costs nothing, while moving or removing
+a nucleus, an edge or a cell does. Compared on grey levels, it holds a
+generator to its input's structure across domains of any channel count: the
+greyscale consistency of X-ray virtual histology, and nuclei that stay where
+they are from H&E to IHC.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from keras import ops
+
+WINDOW = 11
+"""Side of the Gaussian window (sigma 1.5) the local statistics are taken over."""
+SIGMA = 1.5
+C3 = 0.03**2 / 2
+"""SSIM's stabiliser of the structure term, for images in [0, 1]."""
+LUMINANCE = (0.299, 0.587, 0.114)
+
+
+def grey(images: Any) -> Any:
+    """Grey levels ``(B, H, W, 1)`` of images in [0, 1], computed in float32.
+
+    One channel is its own grey level, three are RGB (luminance weights), and any
+    other count is averaged.
+    """
+    images = ops.cast(images, "float32")
+    channels = images.shape[-1]
+    if channels == 1:
+        return images
+    if channels == 3:
+        weights = ops.convert_to_tensor(LUMINANCE, "float32")
+        return ops.sum(images * weights, axis=-1, keepdims=True)
+    return ops.mean(images, axis=-1, keepdims=True)
+
+
+def structure_similarity(x: Any, y: Any) -> Any:
+    """Mean SSIM structure term of two image batches ``(B, H, W, C)`` in [0, 1].
+
+    ``(cov_xy + C3) / (sigma_x sigma_y + C3)`` in each Gaussian window (no
+    padding), averaged over windows, channels and the batch: 1 where ``y`` is
+    ``a * x + b`` with ``a > 0``, about 0 where they are unrelated.
+    """
+    x, y = ops.cast(x, "float32"), ops.cast(y, "float32")
+    mean_x, mean_y = _local_mean(x), _local_mean(y)
+    var_x = ops.relu(_local_mean(x * x) - mean_x * mean_x)
+    var_y = ops.relu(_local_mean(y * y) - mean_y * mean_y)
+    cov = _local_mean(x * y) - mean_x * mean_y
+    # The epsilon keeps sqrt's gradient finite in flat windows (where variance is 0).
+    sigmas = ops.sqrt(var_x + 1e-12) * ops.sqrt(var_y + 1e-12)
+    return ops.mean((cov + C3) / (sigmas + C3))
+
+
+def structure_loss(source: Any, translated: Any) -> Any:
+    """``1 - structure_similarity`` of the grey levels of two batches in the networks' [-1, 1].
+
+    Args:
+        source: A generator's input.
+        translated: Its output (any channel count).
+    """
+    return 1.0 - structure_similarity(grey(_unit(source)), grey(_unit(translated)))
+
+
+def _unit(images: Any) -> Any:
+    return (ops.cast(images, "float32") + 1.0) / 2.0
+
+
+def _gaussian_kernel() -> np.ndarray:
+    taps = np.exp(-0.5 * ((np.arange(WINDOW) - WINDOW // 2) / SIGMA) ** 2)
+    kernel = np.outer(taps, taps)
+    return (kernel / kernel.sum()).astype(np.float32)
+
+
+def _local_mean(images: Any) -> Any:
+    """Gaussian-weighted mean of each channel over every full window."""
+    channels = images.shape[-1]
+    kernel = np.tile(_gaussian_kernel()[:, :, None, None], (1, 1, channels, 1))
+    return ops.depthwise_conv(images, ops.convert_to_tensor(kernel), padding="valid")
