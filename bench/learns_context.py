@@ -40,7 +40,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
-from learns import SAMPLE, TILE, scores, to_rgb, translate  # noqa: E402
+from learns import (  # noqa: E402
+    SAMPLE,
+    TILE,
+    add_set_option,
+    overrides_from,
+    scores,
+    to_rgb,
+    translate,
+)
 from scipy.ndimage import gaussian_filter  # noqa: E402
 from skimage.color import hed2rgb, rgb2hed  # noqa: E402
 
@@ -131,19 +139,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--minutes", type=float, default=15.0, help="training budget (default 15)")
     p.add_argument("--preset", default="cpu", choices=list(PRESETS), help="preset (default cpu)")
-    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="override a config field of the preset (repeatable)")
+    add_set_option(p)
     p.add_argument("--seed", type=int, default=0, help="seeds the A/B split and the run")
     args = p.parse_args()
 
     from stainvirt.training.trainer import train
 
-    overrides = {}
-    for item in args.set:
-        name, _, value = item.partition("=")
-        default = getattr(preset(args.preset), name)
-        overrides[name] = (value.lower() in ("1", "true", "yes") if isinstance(default, bool)
-                           else type(default)(value))
+    overrides = overrides_from(args.set, args.preset)
     cfg = preset(args.preset, seed=args.seed, **overrides)
     with tempfile.TemporaryDirectory(prefix="learns-context-") as tmp:
         data = Path(tmp) / "context.npz"

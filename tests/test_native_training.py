@@ -197,6 +197,11 @@ def test_structure_similarity_ignores_brightness_and_contrast_not_structure():
     assert shifted < 0.5
     noise = np.random.default_rng(9).uniform(0, 1, x.shape).astype(np.float32)
     assert abs(float(structure_similarity(x, noise))) < 0.1
+    # An inverted translation (glass black in fluorescence, white in brightfield) keeps it too.
+    assert float(structure_similarity(x, 1 - x)) < -0.8
+    assert float(structure_loss(2 * x - 1, 1 - 2 * x)) == pytest.approx(0.0, abs=1e-4)
+    assert float(structure_loss(2 * x - 1, 2 * noise - 1)) > 0.9
+    assert float(structure_loss(2 * x - 1, np.roll(2 * x - 1, 3, axis=2))) > 0.4
     # A recoloured RGB translation of a grey image keeps its structure.
     tinted = np.concatenate([0.9 * x, 0.5 * x + 0.2, 0.3 * x + 0.6], axis=-1)
     assert float(structure_loss(2 * x - 1, 2 * tinted - 1)) == pytest.approx(0.0, abs=1e-4)
