@@ -93,6 +93,15 @@ def test_residual_output_starts_as_the_identity(tiny, generator):
     assert np.abs(np.asarray(plain(x)) - x).max() > 0.1
 
 
+def test_residual_output_needs_one_channel_count_on_both_sides(tiny):
+    cfg = tiny.replace(residual_output=True, channels_b=1)
+    for name, channels in (("G_AB", (3, 1)), ("G_BA", (1, 3))):
+        g = build_generator(cfg, name=name)
+        assert (g.input_shape[-1], g.output_shape[-1]) == channels
+        # No identity between 3 and 1 channels: the head predicts the output itself.
+        assert "residual_tanh" not in [layer.name for layer in g.layers]
+
+
 def test_residual_output_is_finite_at_saturated_pixels(tiny):
     g = build_generator(tiny.replace(residual_output=True), name="G_AB")
     x = np.ones((1, 32, 32, 3), "float32")

@@ -1,6 +1,6 @@
 """The walkthrough notebooks: committed executed and small, public API only, and they still run.
 
-Deselect them all with ``-m "not notebooks"``; the slow one executes all three
+Deselect them all with ``-m "not notebooks"``; the slow one executes all four
 notebooks headless (``notebooks/run_notebooks.py``, a few minutes each on 2 cores).
 """
 
@@ -30,9 +30,10 @@ def _code_cells(path: Path) -> list:
     return [cell for cell in nb.cells if cell.cell_type == "code"]
 
 
-def test_the_three_walkthroughs_are_there():
+def test_the_four_walkthroughs_are_there():
     assert [p.name for p in NOTEBOOKS] == [
-        "01_prepare_data.ipynb", "02_train.ipynb", "03_translate_and_evaluate.ipynb"
+        "01_prepare_data.ipynb", "02_train.ipynb", "03_translate_and_evaluate.ipynb",
+        "04_label_free.ipynb",
     ]
 
 

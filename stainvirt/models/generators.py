@@ -180,9 +180,7 @@ def _last_kernel_init(cfg: Config, init: WeightInit) -> keras.initializers.Initi
 
 def _output_head(image: Any, delta: Any, cfg: Config) -> Any:
     """Squash the last conv's output into an image; float32 so mixed precision stays stable."""
-    if cfg.residual_output:
-        if image.shape[-1] not in (1, delta.shape[-1]):
-            # Between channel counts the identity is the grey level: one channel, broadcast.
-            image = keras.ops.mean(image, axis=-1, keepdims=True)
+    # Between domains of different channel counts there is no identity to start from.
+    if cfg.residual_output and image.shape[-1] == delta.shape[-1]:
         return ResidualTanh(dtype="float32", name="residual_tanh")([image, delta])
     return keras.layers.Activation("tanh", dtype="float32", name="tanh")(delta)
