@@ -27,7 +27,14 @@ PHASE = Domain(1, "float32", -0.5, 2.5, "fixed")
 
 
 def make_run(path: Path, a: Domain, b: Domain) -> Path:
-    """A run folder on domains ``a`` and ``b`` with untrained, identity-like generators."""
+    """A run folder on domains ``a`` and ``b`` with identity-like generators.
+
+    Between equal channel counts, untrained residual generators (the identity);
+    between different ones, a 1x1 convolution that copies a grey level into every
+    channel, or averages the channels into one, so the scaling shows in the output.
+    """
+    import keras
+
     from stainvirt.config import preset
     from stainvirt.models import build_generator
     from stainvirt.rundir import DIRECTIONS, RunDir
@@ -36,7 +43,16 @@ def make_run(path: Path, a: Domain, b: Domain) -> Path:
     cfg = preset("tiny", channels_a=a.channels, channels_b=b.channels, residual_output=True)
     run.save_config(cfg)
     for direction, spec in DIRECTIONS.items():
-        run.save_generator(build_generator(cfg, spec.generator), direction)
+        source, target = (a, b) if direction == "A2B" else (b, a)
+        if source.channels == target.channels:
+            generator = build_generator(cfg, spec.generator)
+        else:
+            image = keras.Input((None, None, source.channels))
+            mix = keras.layers.Conv2D(target.channels, 1, use_bias=False)
+            generator = keras.Model(image, mix(image), name=spec.generator)
+            mix.set_weights([np.full((1, 1, source.channels, target.channels),
+                                     1.0 / source.channels, np.float32)])
+        run.save_generator(generator, direction)
     run.save_data_record({"domains": {"A": a.to_dict(), "B": b.to_dict()}})
     return run.path
 
