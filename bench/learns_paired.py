@@ -27,6 +27,7 @@ target: 1.0 is as sharp as the target, below 1 blurrier), all on uint8.
     python bench/learns_paired.py                 # 5 epochs: 1,000 steps per variant
     python bench/learns_paired.py --epochs 1      # 200 steps each: a smoke run
     python bench/learns_paired.py --only 2,3 --seed 1
+    python bench/learns_paired.py --only 2 --set lambda_cycle=2   # presets with a field changed
 """
 
 from __future__ import annotations
@@ -40,7 +41,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
-from learns import SAMPLE, TILE, stain_map, to_rgb, translate  # noqa: E402
+from learns import (  # noqa: E402
+    SAMPLE,
+    TILE,
+    add_set_option,
+    overrides_from,
+    stain_map,
+    to_rgb,
+    translate,
+)
 from PIL import Image  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
@@ -130,6 +139,7 @@ def main() -> None:
                    help="epochs and decay epochs of 100 steps each (default 5: 1,000 steps)")
     p.add_argument("--only", default="", help="comma-separated variants to run, e.g. 2,3")
     p.add_argument("--seed", type=int, default=0, help="seeds the misregistration and the runs")
+    add_set_option(p)
     args = p.parse_args()
     chosen = [int(i) for i in args.only.split(",") if i.strip()] or range(1, len(VARIANTS) + 1)
     if any(not 1 <= i <= len(VARIANTS) for i in chosen):
@@ -150,7 +160,8 @@ def main() -> None:
         data = write_pairs(Path(tmp), args.seed)
         for i in chosen:
             name, base, overrides, kind = VARIANTS[i - 1]
-            cfg = preset(base, **{**overrides, **schedule})
+            # --set changes the preset; each variant's own changes still apply on top.
+            cfg = preset(base, **{**overrides_from(args.set, base), **overrides, **schedule})
             run_dir = Path(tmp) / f"run{i}"
             started = time.monotonic()
             result = train(data[kind], run_dir, cfg, verbose=0)

@@ -144,8 +144,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 # Registered pairs (adjacent sections): the cpu recipe plus the supervised pyramid loss,
 # which tells the generators where the stain goes; the adversarial and cycle losses
 # keep the result sharp where the pairs are out of register.
-# (Measured with the cycle weight of 10 in bench/learns_paired.py, and kept at it.)
-PRESETS["paired"] = {**PRESETS["cpu"], "lambda_paired": 10.0, "lambda_cycle": 10.0}
+PRESETS["paired"] = {**PRESETS["cpu"], "lambda_paired": 10.0}
 
 
 def preset(name: str, **overrides: Any) -> Config:
