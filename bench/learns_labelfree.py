@@ -50,7 +50,6 @@ from stainvirt.config import preset  # noqa: E402
 from stainvirt.dataset import load_prepared  # noqa: E402
 from stainvirt.domain import Domain  # noqa: E402
 from stainvirt.evaluate.intensity import scores as intensity_scores  # noqa: E402
-from stainvirt.evaluate.metrics import psnr, ssim  # noqa: E402
 from stainvirt.io.images import list_images, read_image  # noqa: E402
 from stainvirt.prepare import prepare  # noqa: E402
 from stainvirt.rundir import RunDir  # noqa: E402
@@ -117,11 +116,8 @@ def run_model(model, tiles: np.ndarray, source: Domain, target: Domain) -> np.nd
 
 def scores(predicted: np.ndarray, target: np.ndarray, domain: Domain) -> tuple[float, float]:
     """Mean PSNR (dB) and SSIM over tiles, as ``stainvirt evaluate`` scores the domain."""
-    if domain.is_rgb:
-        pairs = [(psnr(p, t), ssim(p, t)) for p, t in zip(predicted, target, strict=True)]
-    else:
-        pairs = [tuple(intensity_scores(p, t, domain).values())
-                 for p, t in zip(predicted, target, strict=True)]
+    pairs = [tuple(intensity_scores(p, t, domain).values())
+             for p, t in zip(predicted, target, strict=True)]
     return tuple(float(v) for v in np.mean(pairs, axis=0))
 
 

@@ -107,11 +107,14 @@ class Domain:
         Raises:
             StainvirtError: naming ``name`` and both channel counts.
         """
-        got = pixels.shape[-1] if pixels.ndim >= 3 else 1
-        if got != self.channels:
+        self.check_channels(pixels.shape[-1] if pixels.ndim >= 3 else 1, name, run)
+
+    def check_channels(self, channels: int, name: str, run: str = "the run") -> None:
+        """:meth:`check` for an image known only by its channel count (from a header)."""
+        if channels != self.channels:
             raise StainvirtError(
-                f"{name}: {got}-channel image, but {run} was trained on {self.describe()} "
-                f"images; give {self.channels}-channel images of that kind"
+                f"{name}: {channels}-channel image, but {run} was trained on "
+                f"{self.describe()} images; give {self.channels}-channel images of that kind"
             )
 
     def to_dict(self) -> dict[str, Any]:

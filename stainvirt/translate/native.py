@@ -147,7 +147,7 @@ def check_inputs(paths: Iterable[Path], domain: Domain) -> None:
     if wrong:
         path, channels = wrong[0]
         try:
-            domain.check(np.empty((1, 1, channels), np.uint8), str(path))
+            domain.check_channels(channels, str(path))
         except StainvirtError as exc:
             more = f" ({len(wrong) - 1} more input(s) like it)" if len(wrong) > 1 else ""
             raise StainvirtError(f"{exc}{more}") from None
