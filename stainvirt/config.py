@@ -14,9 +14,16 @@ from typing import Any
 from stainvirt.errors import StainvirtError
 
 
-def _field(default: Any, help: str, cli: bool = True) -> Any:
-    """A config field with its ``--help`` text; ``cli=False`` for fields set from the data."""
-    return dataclasses.field(default=default, metadata={"help": help, "cli": cli})
+def _field(
+    default: Any, help: str, cli: bool = True, choices: tuple[str, ...] | None = None
+) -> Any:
+    """A config field with its ``--help`` text; ``cli=False`` for fields set from the data.
+
+    ``choices`` lists the values a text field takes (checked, and offered by ``--help``).
+    """
+    return dataclasses.field(
+        default=default, metadata={"help": help, "cli": cli, "choices": choices}
+    )
 
 
 @dataclass(frozen=True)
@@ -34,12 +41,15 @@ class Config:
         3, "channels of domain B images (set from the data set: 3 for RGB)", cli=False
     )
     image_size: int = _field(256, "side of the square crops the networks train on")
-    generator: str = _field("resnet", "'resnet' (reference) or 'unet'")
+    generator: str = _field(
+        "resnet", "the reference's ResNet or its U-Net", choices=("resnet", "unet")
+    )
     ngf: int = _field(64, "filters in the generators' first layer")
     n_blocks: int = _field(9, "residual blocks of the ResNet generator (9 at 256 px, 6 at 128)")
     unet_depth: int = _field(8, "down-sampling steps of the U-Net (8 for 256 px, 7 for 128)")
     upsample: str = _field(
-        "transpose", "'transpose' (reference) or 'resize' (upsample + conv: no checkerboard)"
+        "transpose", "transposed conv (reference) or resize (upsample + conv: no checkerboard)",
+        choices=("transpose", "resize"),
     )
     dropout: bool = _field(False, "dropout 0.5 in the U-Net's inner levels (reference: off)")
     residual_output: bool = _field(
@@ -85,11 +95,22 @@ class Config:
     seed: int = _field(0, "seeds data order, augmentation, weight init and the image pool")
 
     # Execution
-    jit_compile: bool = _field(False, "compile the train step with XLA")
+    jit_compile: str = _field(
+        "auto", "compile the train step with XLA: auto turns it on where it is faster "
+                "(GPUs, and CPUs without oneDNN) and falls back without it, with a warning, "
+                "if it does not compile", choices=("auto", "on", "off"),
+    )
     mixed_precision: bool = _field(False, "float16 compute with loss scaling (for GPUs)")
-    strategy: str = _field("auto", "'auto', 'default' (one device), 'mirrored' or 'multiworker'")
+    strategy: str = _field(
+        "auto", "tf.distribute strategy: auto (mirrored over 2+ GPUs, else one device), "
+                "default (one device), mirrored or multiworker (TF_CONFIG)",
+        choices=("auto", "default", "mirrored", "multiworker"),
+    )
 
     def __post_init__(self) -> None:
+        if isinstance(self.jit_compile, bool):
+            # Configs saved before 0.4 stored a bool.
+            object.__setattr__(self, "jit_compile", "on" if self.jit_compile else "off")
         _validate(self)
 
     @property
@@ -158,12 +179,11 @@ def _validate(cfg: Config) -> None:
     def fail(msg: str) -> None:
         raise StainvirtError(f"invalid config: {msg}")
 
-    if cfg.generator not in ("resnet", "unet"):
-        fail(f"generator must be 'resnet' or 'unet', not {cfg.generator!r}")
-    if cfg.upsample not in ("transpose", "resize"):
-        fail(f"upsample must be 'transpose' or 'resize', not {cfg.upsample!r}")
-    if cfg.strategy not in ("auto", "default", "mirrored", "multiworker"):
-        fail(f"strategy must be auto, default, mirrored or multiworker, not {cfg.strategy!r}")
+    for f in fields(cfg):
+        choices = f.metadata["choices"]
+        if choices and getattr(cfg, f.name) not in choices:
+            fail(f"{f.name} must be {', '.join(choices[:-1])} or {choices[-1]}, "
+                 f"not {getattr(cfg, f.name)!r}")
     for name in ("channels_a", "channels_b", "image_size", "ngf", "ndf", "batch_size",
                  "n_layers_d", "unet_depth", "paired_levels"):
         if getattr(cfg, name) < 1:

@@ -110,6 +110,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         else:
             kwargs["type"] = {"int": int, "float": float, "str": str}[f.type]
             kwargs["metavar"] = "N" if f.type == "int" else "X" if f.type == "float" else "NAME"
+            if f.metadata["choices"]:
+                kwargs["choices"] = f.metadata["choices"]
+                kwargs["metavar"] = "{" + ",".join(f.metadata["choices"]) + "}"
         fields.add_argument(option, **kwargs)
     p.set_defaults(func=run)
 

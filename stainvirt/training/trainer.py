@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from stainvirt.errors import StainvirtError
 from stainvirt.rundir import RunDir
 from stainvirt.training.callbacks import RunCheckpoint, StopGuard
 from stainvirt.training.data import UnpairedSampler, make_dataset
+from stainvirt.training.jit import fit_with_fallback, resolve_jit_compile
 
 log = logging.getLogger("stainvirt")
 
@@ -270,8 +272,9 @@ def train(
     stopped = "finished"
     try:
         for first_epoch, last_epoch, steps in _phases(model.steps_done, spe, cfg):
-            model.fit(
-                make_dataset(sampler, first_epoch * spe + (spe - steps), domains),
+            fit_with_fallback(
+                model, cfg, partial(make_dataset, sampler, first_epoch * spe + (spe - steps),
+                                    domains),
                 epochs=last_epoch, initial_epoch=first_epoch, steps_per_epoch=steps,
                 callbacks=[guard, checkpoint, *(callbacks or [])], verbose=verbose,
                 shuffle=False,
@@ -305,7 +308,7 @@ def _build_model(cfg: Config, steps_per_epoch: int):  # -> CycleGAN
     with strategy.scope():
         model = CycleGAN(cfg, steps_per_epoch)
         model.build_optimizers()
-        model.compile(jit_compile=cfg.jit_compile)
+        model.compile(jit_compile=resolve_jit_compile(cfg, replicas))
     return model
 
 
