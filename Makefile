@@ -92,4 +92,4 @@ lint: $(VENV)/.installed ## ruff over the code, tests and benchmarks
 	$(BIN)/ruff check .
 
 clean: ## remove generated data and runs (keeps .venv)
-	rm -rf data/stain*.npz runs out .pytest_cache
+	rm -rf data/stain*.npz data/stain*.tiles runs out .pytest_cache

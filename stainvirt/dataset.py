@@ -150,14 +150,8 @@ def load_prepared(path: str | Path, splits: tuple[str, ...] = SPLITS) -> Prepare
                     pairs[split].append(local.astype(np.int32) + np.array(offset, np.int32))
                 domains = domains_from(settings)
                 for split in splits:
-                    tiles, domain = npz[split], domains[split[-1]]
-                    if (tiles.dtype != domain.dtype or tiles.ndim != 4
-                            or tiles.shape[-1] != domain.channels):
-                        raise StainvirtError(
-                            f"{file}: array {split} has shape {tiles.shape} and type "
-                            f"{tiles.dtype}; expected (N, H, W, {domain.channels}) "
-                            f"{domain.dtype}; run 'stainvirt prepare' again"
-                        )
+                    tiles = npz[split]
+                    check_tiles(file, split, tiles.shape, tiles.dtype, domains[split[-1]])
                     parts[split].append(tiles)
                     n = len(tiles)
                     parts[f"{split}_s"].append(_optional(npz, f"{split}_source", np.full(n, "")))
@@ -177,6 +171,21 @@ def load_prepared(path: str | Path, splits: tuple[str, ...] = SPLITS) -> Prepare
         settings=settings,
         pairs={s: _concat(pairs.get(s), no_pairs()) for s in PAIR_SPLITS},
     )
+
+
+def check_tiles(
+    file: Path, split: str, shape: tuple[int, ...], dtype: Any, domain: Domain
+) -> None:
+    """Refuse a split whose tiles are not ``(N, H, W, C)`` of its domain's channels and type.
+
+    Raises:
+        StainvirtError: naming the file, the array, and what was expected.
+    """
+    if np.dtype(dtype) != np.dtype(domain.dtype) or len(shape) != 4 or shape[-1] != domain.channels:
+        raise StainvirtError(
+            f"{file}: array {split} has shape {tuple(shape)} and type {np.dtype(dtype)}; "
+            f"expected (N, H, W, {domain.channels}) {domain.dtype}; run 'stainvirt prepare' again"
+        )
 
 
 def _optional(npz: Any, key: str, default: np.ndarray) -> np.ndarray:

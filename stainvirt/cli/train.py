@@ -9,6 +9,7 @@ import signal
 from collections.abc import Iterator
 
 from stainvirt.config import PRESETS, Config
+from stainvirt.training.tiles import MEMORY_MB
 
 DESCRIPTION = """\
 Train a CycleGAN (G_AB: A->B, H&E->IHC; G_BA: B->A; discriminators D_A, D_B)
@@ -99,6 +100,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--max-minutes", type=float, metavar="M",
         help="stop cleanly after M minutes, saving models and state first",
     )
+    p.add_argument(
+        "--memory-mb", type=float, default=MEMORY_MB, metavar="MB",
+        help=f"hold the training tiles in memory up to this many MB (default {MEMORY_MB}); a "
+             "larger data set is unpacked once beside itself (NAME.tiles/) and streamed from "
+             "there, tile by tile, with the same batches",
+    )
     fields = p.add_argument_group(
         "config fields (override the preset; saved in config.json)"
     )
@@ -143,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
         result = train(
             data, run_dir.path, base, overrides=overrides_from(args), resume=args.resume,
             max_minutes=args.max_minutes, verbose=0 if args.quiet else "auto",
+            memory_mb=args.memory_mb,
         )
     how = {
         "finished": "finished",

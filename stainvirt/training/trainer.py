@@ -18,13 +18,13 @@ from typing import Any
 import numpy as np
 
 from stainvirt.config import Config, size_multiple
-from stainvirt.dataset import PreparedData, load_prepared
 from stainvirt.domain import domains_from
 from stainvirt.errors import StainvirtError
 from stainvirt.rundir import RunDir
 from stainvirt.training.callbacks import RunCheckpoint, StopGuard
 from stainvirt.training.data import UnpairedSampler, make_dataset
 from stainvirt.training.jit import fit_with_fallback, resolve_jit_compile
+from stainvirt.training.tiles import MEMORY_MB, SAMPLES, TrainingTiles, open_training_tiles
 
 log = logging.getLogger("stainvirt")
 
@@ -34,7 +34,6 @@ EXECUTION_FIELDS = ("jit_compile", "strategy")
 SCHEDULE_FIELDS = ("epochs", "epochs_decay")
 # Fields the data set decides (its domains' channels), never a request.
 DATA_FIELDS = ("channels_a", "channels_b")
-SAMPLES_PER_DOMAIN = 2
 SAMPLE_SIDE = 128
 
 
@@ -96,13 +95,15 @@ def resolve_config(
 
 
 def load_training_data(
-    run: RunDir, data: str | Path | None
-) -> tuple[PreparedData, dict[str, Any]]:
+    run: RunDir, data: str | Path | None, memory_mb: float = MEMORY_MB
+) -> tuple[TrainingTiles, dict[str, Any]]:
     """The data set to train on and the record ``data.json`` will hold.
 
     Args:
         run: the run folder.
         data: the data set asked for; None for the one the run recorded.
+        memory_mb: training tiles up to this size are held in memory, larger
+            data sets streamed (:func:`open_training_tiles`).
 
     Returns:
         ``(data set, record)``; the record still lacks ``steps_per_epoch`` for a
@@ -121,10 +122,13 @@ def load_training_data(
             )
         data = recorded["path"]
     path = Path(data).absolute()
-    prepared = load_prepared(path)
+    # The unpacked copy of a large data set goes beside it, or in the run if that is read-only.
+    beside = path.with_name(f"{path.stem}.tiles")
+    cache = beside if os.access(path.parent, os.W_OK) else run.path / "tiles"
+    prepared = open_training_tiles(path, memory_mb, cache)
     domains = prepared.domains
-    record = {"path": str(path), "fingerprint": prepared.fingerprint(),
-              "counts": prepared.counts(), "prepare_settings": prepared.settings,
+    record = {"path": str(path), "fingerprint": prepared.fingerprint,
+              "counts": prepared.counts, "prepare_settings": prepared.settings,
               "domains": {d: domain.to_dict() for d, domain in domains.items()}}
     if recorded is None:
         return prepared, record
@@ -186,7 +190,7 @@ def sample_tiles(tiles: np.ndarray, cfg: Config) -> np.ndarray:
     multiple = size_multiple(cfg)
     side = min(SAMPLE_SIDE, *tiles.shape[1:3]) // multiple * multiple
     y0, x0 = (tiles.shape[1] - side) // 2, (tiles.shape[2] - side) // 2
-    return tiles[:SAMPLES_PER_DOMAIN, y0 : y0 + side, x0 : x0 + side]
+    return tiles[:SAMPLES, y0 : y0 + side, x0 : x0 + side]
 
 
 def train(
@@ -199,6 +203,7 @@ def train(
     max_minutes: float | None = None,
     callbacks: list | None = None,
     verbose: int | str = "auto",
+    memory_mb: float = MEMORY_MB,
 ) -> TrainResult:
     """Train a CycleGAN on a prepared data set into ``run_dir``; resume if it holds a run.
 
@@ -221,6 +226,9 @@ def train(
         callbacks: extra Keras callbacks (a callback that sets ``model.stop_training``
             stops the run cleanly, saved, like the time budget).
         verbose: Keras progress output (``"auto"``: a bar on a terminal, else a line per epoch).
+        memory_mb: hold the training tiles in memory up to this many megabytes;
+            a larger data set is unpacked once beside itself (``NAME.tiles/``)
+            and streamed from there, with the same batches.
 
     Returns:
         A :class:`TrainResult`.
@@ -232,7 +240,7 @@ def train(
 
     run = RunDir(run_dir)
     cfg, saved = resolve_config(run, cfg, overrides, resume)
-    prepared, record = load_training_data(run, data)
+    prepared, record = load_training_data(run, data, memory_mb)
     domains = prepared.domains
     cfg = cfg.replace(channels_a=domains["A"].channels, channels_b=domains["B"].channels)
     if cfg.lambda_identity > 0 and cfg.channels_a != cfg.channels_b:
@@ -241,7 +249,7 @@ def train(
     keras.mixed_precision.set_global_policy("mixed_float16" if cfg.mixed_precision else "float32")
     pairs = None
     if cfg.lambda_paired > 0:
-        pairs = prepared.pairs["train"]
+        pairs = prepared.pairs
         if not len(pairs):
             raise StainvirtError(
                 f"--lambda-paired {cfg.lambda_paired:g} needs registered pairs, and "
@@ -249,8 +257,7 @@ def train(
                 "name), or set --lambda-paired 0"
             )
     sampler = UnpairedSampler(
-        prepared.tiles["trainA"], prepared.tiles["trainB"], cfg, record.get("steps_per_epoch"),
-        pairs,
+        prepared.train["A"], prepared.train["B"], cfg, record.get("steps_per_epoch"), pairs,
     )
     record["steps_per_epoch"] = spe = sampler.steps_per_epoch
     model = _build_model(cfg, spe)
@@ -261,8 +268,7 @@ def train(
     run.save_config(cfg)
     run.save_data_record(record)
     guard = StopGuard(max_minutes)
-    tests = {d: prepared.tiles[f"test{d}"] if len(prepared.tiles[f"test{d}"]) else
-             prepared.tiles[f"train{d}"] for d in "AB"}
+    tests = prepared.samples
     history = [r for r in run.read_history() if r["epoch"] <= epochs_done]
     checkpoint = RunCheckpoint(
         run, guard, sample_tiles(tests["A"], cfg), sample_tiles(tests["B"], cfg), history, domains
