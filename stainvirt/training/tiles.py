@@ -4,7 +4,7 @@ A data set whose training tiles fit ``memory_mb`` is loaded into memory.
 A larger one is unpacked once, shard by shard, into an uncompressed copy
 beside it (``NAME.tiles/``: one raw file per domain), and training reads each
 tile it draws from there with one positioned read: the operating system's
-page cache does the caching, and the process holds one shard at most while
+page cache does the caching, and the process holds a chunk of 32 MB while
 unpacking and a batch while training, however many tiles there are. Either
 way the sampler sees the same tiles at the same indices, so a run draws the
 same batches, and resumes bitwise, whichever way its tiles are held.
@@ -22,6 +22,8 @@ import logging
 import os
 import shutil
 import zipfile
+import zlib
+from collections.abc import Iterator
 from contextlib import nullcontext as _nothing
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +41,8 @@ MEMORY_MB = 2048
 """Training tiles up to this size (both domains) are loaded into memory by default."""
 SAMPLES = 2
 """Tiles per domain kept for the per-epoch sample grid."""
+CHUNK_BYTES = 32 * 2**20
+"""Bytes decompressed at a time: unpacking holds this much, not a shard."""
 _MANIFEST = "manifest.json"
 _CACHE_VERSION = 1
 
@@ -211,7 +215,7 @@ def _pass_split(
     files: list[Path], headers: list[dict], split: str, domain: Domain, digest: Any,
     sink: Path | None,
 ) -> tuple[tuple[int, ...], np.ndarray | None, np.ndarray]:
-    """Hash a split's tiles shard by shard, keeping them in memory or writing them to ``sink``.
+    """Hash a split's tiles chunk by chunk, keeping them in memory or writing them to ``sink``.
 
     Returns:
         ``(shape of the whole split, its tiles if kept, its first SAMPLES tiles)``.
@@ -220,27 +224,38 @@ def _pass_split(
     shape = (sum(s[0] for s in sizes), *sizes[0][1:]) if sizes else (0, 1, 1, domain.channels)
     # The header load_prepared's concatenation would give, so fingerprints agree.
     digest.update(f"{split}{np.dtype(domain.dtype).str}{shape}".encode())
-    parts, first = [], []
+    keep = sink is None and split.startswith("train")
+    # Filled in place: no shard and its copy are ever held together.
+    kept = np.empty(shape, domain.dtype) if keep else None
+    into = kept.reshape(-1).view(np.uint8) if keep else None
+    tile_bytes = int(np.prod(shape[1:])) * np.dtype(domain.dtype).itemsize
+    first, done = bytearray(), 0
     with open(sink, "wb") if sink else _nothing() as out:
         for file in files:
-            tiles = np.ascontiguousarray(_array(file, split))
-            digest.update(tiles.data)
-            if sum(map(len, first)) < SAMPLES and len(tiles):
-                first.append(tiles[:SAMPLES].copy())
-            if out:
-                out.write(tiles.data)
-            elif split.startswith("train"):
-                parts.append(tiles)
-    kept = None if sink or not split.startswith("train") else _concat(parts, shape, domain.dtype)
-    first = np.concatenate(first)[:SAMPLES] if first else np.zeros((0, *shape[1:]), domain.dtype)
-    return shape, kept, first
+            for chunk in _chunks(file, split):
+                digest.update(chunk)
+                first += chunk[: max(0, SAMPLES * tile_bytes - len(first))]
+                if out:
+                    out.write(chunk)
+                elif keep:
+                    into[done : done + len(chunk)] = np.frombuffer(chunk, np.uint8)
+                done += len(chunk)
+    samples = np.frombuffer(bytes(first), domain.dtype).reshape(-1, *shape[1:])
+    return shape, kept, samples
 
 
-def _array(file: Path, name: str) -> np.ndarray:
+def _chunks(file: Path, name: str) -> Iterator[bytes]:
+    """The raw bytes of array ``name`` of an ``.npz``, decompressed a chunk at a time."""
     try:
-        with np.load(file, allow_pickle=False) as npz:
-            return npz[name]
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        with zipfile.ZipFile(file) as zf, zf.open(f"{name}.npy") as member:
+            version = np.lib.format.read_magic(member)
+            _, fortran, _ = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                             else np.lib.format.read_array_header_2_0)(member)
+            if fortran:
+                raise ValueError(f"array {name} is stored in Fortran order")
+            while chunk := member.read(CHUNK_BYTES):
+                yield chunk
+    except (zipfile.BadZipFile, zlib.error, OSError, ValueError, EOFError) as exc:
         raise StainvirtError(
             f"{file}: cannot read ({exc}); the file is corrupt, run 'stainvirt prepare' again"
         ) from exc
@@ -275,13 +290,6 @@ def _pairs(files: list[Path], headers: list[dict]) -> dict[str, np.ndarray]:
             offset += [header[f"{split}A"][0][0], header[f"{split}B"][0][0]]
         out[split] = _concat_any(parts, no_pairs())
     return out
-
-
-def _concat(parts: list[np.ndarray], shape: tuple, dtype: str) -> np.ndarray:
-    parts = [p for p in parts if len(p)]
-    if not parts:
-        return np.zeros(shape, dtype)
-    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def _concat_any(parts: list[np.ndarray], empty: np.ndarray) -> np.ndarray:
