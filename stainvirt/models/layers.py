@@ -12,6 +12,8 @@ from typing import Any
 import keras
 from keras import ops
 
+from stainvirt.models.winograd import WINOGRAD_MIN_CHANNELS, WinogradConv2D
+
 
 @keras.saving.register_keras_serializable(package="stainvirt")
 class ReflectionPadding2D(keras.layers.Layer):
@@ -144,7 +146,12 @@ def padded_conv(
     if pad:
         padding = ReflectionPadding2D if reflect else keras.layers.ZeroPadding2D
         x = padding(pad, name=f"{name}_pad")(x)
-    return keras.layers.Conv2D(
+    # A ResNet generator's residual blocks do most of its work; Winograd's algorithm does
+    # it in 0.6x the time on CPUs, where channels are many (its transforms cost per channel,
+    # its savings per pair of channels: below 128 it is slower, bench/conv_probe.py).
+    wide = min(x.shape[-1], filters) >= WINOGRAD_MIN_CHANNELS
+    conv = WinogradConv2D if (kernel, stride) == (3, 1) and wide else keras.layers.Conv2D
+    return conv(
         filters,
         kernel,
         strides=stride,
