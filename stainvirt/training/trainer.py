@@ -24,6 +24,7 @@ from stainvirt.rundir import RunDir
 from stainvirt.training.callbacks import RunCheckpoint, StopGuard
 from stainvirt.training.data import UnpairedSampler, make_dataset
 from stainvirt.training.jit import fit_with_fallback, resolve_jit_compile
+from stainvirt.training.threads import configure_threads
 from stainvirt.training.tiles import MEMORY_MB, SAMPLES, TrainingTiles, open_training_tiles
 
 log = logging.getLogger("stainvirt")
@@ -245,6 +246,7 @@ def train(
     cfg = cfg.replace(channels_a=domains["A"].channels, channels_b=domains["B"].channels)
     if cfg.lambda_identity > 0 and cfg.channels_a != cfg.channels_b:
         log.info("no identity loss: domains A and B have different channel counts")
+    configure_threads(cfg)  # before TensorFlow runs its first op
     keras.utils.set_random_seed(cfg.seed)
     keras.mixed_precision.set_global_policy("mixed_float16" if cfg.mixed_precision else "float32")
     pairs = None
