@@ -7,6 +7,13 @@ with bias, transposed-conv upsampling), the 70x70 ``NLayerDiscriminator``,
 N(0, 0.02) init, LSGAN + cycle + identity losses, the 50-image pool and
 ``optimize_parameters`` (generators' Adam step, then the discriminators').
 
+Two options of ours that the reference lacks are added, so presets that use them
+(``cpu``) compare like with like: ``upsample="resize"`` (nearest-neighbour x2,
+reflect-pad 1, 3x3 conv, instead of each transposed conv) and
+``residual_output`` (head ``tanh(atanh(0.999 * clip(image, -1, 1)) + delta)``,
+the last 7x7 conv starting at zero). With neither, the networks are the
+reference's exactly.
+
 PyTorch is not a dependency of stainvirt: importing this module fails when it is
 not installed, and the bench reports "torch not installed".
 """
@@ -15,9 +22,20 @@ from __future__ import annotations
 
 import itertools
 import random
+import sys
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
+# Torch's PyPI wheels bring triton, a GPU kernel compiler this CPU reference never
+# uses; torch imports it lazily (Adam's constructor, through torch._dynamo), and
+# importing it after TensorFlow kills the process (segfault in libtriton). Hidden,
+# torch runs without it.
+sys.modules.setdefault("triton", None)
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+if TYPE_CHECKING:
+    from stainvirt.config import Config
 
 
 class ResnetBlock(nn.Module):
@@ -40,9 +58,14 @@ class ResnetBlock(nn.Module):
 
 
 class ResnetGenerator(nn.Module):
-    """The reference ``resnet_Nblocks`` generator (``norm='instance'``: every conv has a bias)."""
+    """The reference ``resnet_Nblocks`` generator (``norm='instance'``: every conv has a bias).
 
-    def __init__(self, input_nc: int = 3, output_nc: int = 3, ngf: int = 64, n_blocks: int = 9):
+    ``upsample="resize"`` and ``residual_output`` are stainvirt's options (see the
+    module docstring); their defaults build the reference's network.
+    """
+
+    def __init__(self, input_nc: int = 3, output_nc: int = 3, ngf: int = 64, n_blocks: int = 9,
+                 upsample: str = "transpose", residual_output: bool = False) -> None:
         super().__init__()
         model: list[nn.Module] = [
             nn.ReflectionPad2d(3),
@@ -63,20 +86,36 @@ class ResnetGenerator(nn.Module):
         model += [ResnetBlock(ngf * mult) for _ in range(n_blocks)]
         for i in range(n_downsampling):
             mult = 2 ** (n_downsampling - i)
-            model += [
-                nn.ConvTranspose2d(ngf * mult, ngf * mult // 2, kernel_size=3, stride=2,
-                                   padding=1, output_padding=1, bias=True),
-                nn.InstanceNorm2d(ngf * mult // 2, affine=False),
-                nn.ReLU(True),
-            ]
+            if upsample == "resize":
+                model += [
+                    nn.Upsample(scale_factor=2, mode="nearest"),
+                    nn.ReflectionPad2d(1),
+                    nn.Conv2d(ngf * mult, ngf * mult // 2, kernel_size=3, padding=0, bias=True),
+                ]
+            else:
+                model += [
+                    nn.ConvTranspose2d(ngf * mult, ngf * mult // 2, kernel_size=3, stride=2,
+                                       padding=1, output_padding=1, bias=True),
+                ]
+            model += [nn.InstanceNorm2d(ngf * mult // 2, affine=False), nn.ReLU(True)]
         model += [
             nn.ReflectionPad2d(3),
             nn.Conv2d(ngf, output_nc, kernel_size=7, padding=0),
-            nn.Tanh(),
         ]
+        self.residual_output = residual_output and input_nc == output_nc
+        if not self.residual_output:
+            model.append(nn.Tanh())
         self.model = nn.Sequential(*model)
 
+    @property
+    def last_conv(self) -> nn.Conv2d:
+        """The 7x7 conv that makes the output (``delta`` with ``residual_output``)."""
+        return [m for m in self.model if isinstance(m, nn.Conv2d)][-1]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.residual_output:
+            # stainvirt's ResidualTanh(scale=0.999): starts as the identity while delta is 0.
+            return torch.tanh(torch.atanh(0.999 * x.clamp(-1.0, 1.0)) + self.model(x))
         return self.model(x)
 
 
@@ -161,6 +200,7 @@ class CycleGANReference:
 
     Args:
         ngf, n_blocks, ndf, n_layers_d: network sizes (reference: 64, 9, 64, 3).
+        upsample, residual_output: stainvirt's generator options (reference: "transpose", False).
         lambda_cycle, lambda_identity, pool_size, lr, beta_1: as the reference's options.
         seed: seeds torch and the pool's ``random``.
     """
@@ -171,6 +211,8 @@ class CycleGANReference:
         n_blocks: int = 9,
         ndf: int = 64,
         n_layers_d: int = 3,
+        upsample: str = "transpose",
+        residual_output: bool = False,
         lambda_cycle: float = 10.0,
         lambda_identity: float = 0.5,
         pool_size: int = 50,
@@ -181,8 +223,12 @@ class CycleGANReference:
     ) -> None:
         torch.manual_seed(seed)
         random.seed(seed)
-        self.netG_A = init_weights(ResnetGenerator(3, 3, ngf, n_blocks))
-        self.netG_B = init_weights(ResnetGenerator(3, 3, ngf, n_blocks))
+        self.netG_A = init_weights(ResnetGenerator(3, 3, ngf, n_blocks, upsample, residual_output))
+        self.netG_B = init_weights(ResnetGenerator(3, 3, ngf, n_blocks, upsample, residual_output))
+        for net in (self.netG_A, self.netG_B):
+            if net.residual_output:
+                # As ours: a residual generator's last conv starts at zero (kernel and bias).
+                nn.init.zeros_(net.last_conv.weight.data)
         self.netD_A = init_weights(NLayerDiscriminator(3, ndf, n_layers_d))
         self.netD_B = init_weights(NLayerDiscriminator(3, ndf, n_layers_d))
         self.lambda_cycle, self.lambda_identity = lambda_cycle, lambda_identity
@@ -202,14 +248,26 @@ class CycleGANReference:
             net.train()
 
     @classmethod
-    def from_config(cls, cfg) -> CycleGANReference:
-        """The reference model with the sizes and loss weights of a stainvirt ``Config``.
+    def from_config(cls, cfg: Config) -> CycleGANReference:
+        """The reference model with the networks and loss weights of a stainvirt ``Config``.
 
-        The reference has one generator shape (transposed-conv ResNet, plain tanh
-        head), so ``generator``, ``upsample`` and ``residual_output`` are ignored.
+        Follows ``upsample`` and ``residual_output``; the identity loss is skipped
+        when ``lambda_identity`` is 0, as in ours. Only the ResNet generator, RGB
+        domains and the unpaired losses exist here (``lambda_adversarial`` 1, no
+        paired or structure loss): other configs are refused.
         """
+        unsupported = {
+            "generator": cfg.generator != "resnet",
+            "channels": (cfg.channels_a, cfg.channels_b) != (3, 3),
+            "lambda_adversarial": cfg.lambda_adversarial != 1.0,
+            "lambda_structure": cfg.lambda_structure > 0,
+        }
+        if any(unsupported.values()):
+            names = ", ".join(k for k, v in unsupported.items() if v)
+            raise ValueError(f"the torch reference does not implement this config's {names}")
         return cls(
             ngf=cfg.ngf, n_blocks=cfg.n_blocks, ndf=cfg.ndf, n_layers_d=cfg.n_layers_d,
+            upsample=cfg.upsample, residual_output=cfg.residual_output,
             lambda_cycle=cfg.lambda_cycle, lambda_identity=cfg.lambda_identity,
             pool_size=cfg.pool_size, lr=cfg.lr, lr_d=cfg.lr_d, beta_1=cfg.beta_1, seed=cfg.seed,
         )
