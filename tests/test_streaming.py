@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import resource
+import signal
 from pathlib import Path
 
 import h5py
@@ -134,3 +136,18 @@ def test_a_corrupt_shard_is_one_clear_line(sharded, tmp_path):
         open_training_tiles(broken, memory_mb=0, cache=tmp_path / "tiles")
     assert not (tmp_path / "tiles").exists()
     assert os.listdir(tmp_path) == ["broken.npz"]
+
+
+def test_a_copy_that_cannot_be_written_is_one_clear_line_and_leaves_nothing(sharded, tmp_path):
+    # Files may not grow past 100 kB (as on a full disk, writes fail with an OSError).
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, hard))
+    try:
+        with pytest.raises(StainvirtError, match="tiles: cannot write the unpacked copy .*"
+                                                 "--memory-mb"):
+            cached(sharded, tmp_path)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, old_handler)
+    assert os.listdir(tmp_path) == []

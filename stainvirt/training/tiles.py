@@ -175,7 +175,7 @@ def _read_all(
         except OSError as exc:
             raise StainvirtError(
                 f"{build.parent}: cannot write the unpacked copy of the data set "
-                f"({exc.strerror}); free space there or pass a larger --memory-mb"
+                f"({exc.strerror}); free space there, or pass a larger --memory-mb"
             ) from exc
     try:
         for split in SPLITS:
@@ -204,6 +204,11 @@ def _read_all(
             log.info("unpacked the training tiles into %s (%.1f GB), streamed from there",
                      cache, sum(f.stat().st_size for f in cache.iterdir()) / 1e9)
             return _from_cache(cache, manifest, files, settings)
+    except OSError as exc:  # reads fail as StainvirtError: this is writing the copy
+        raise StainvirtError(
+            f"{cache}: cannot write the unpacked copy of the data set ({exc.strerror or exc}); "
+            "free space there, or pass a larger --memory-mb to hold the tiles in memory"
+        ) from exc
     finally:
         if build and build.exists():
             shutil.rmtree(build, ignore_errors=True)
