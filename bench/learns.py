@@ -117,10 +117,12 @@ def main() -> None:
     args = p.parse_args()
 
     from stainvirt.models import build_generator
+    from stainvirt.training.threads import configure_threads
     from stainvirt.training.trainer import train
 
     overrides = overrides_from(args.set, args.preset)
     cfg = preset(args.preset, seed=args.seed, **overrides)
+    configure_threads(cfg)  # as train() would, before the untrained generator runs TF
     with tempfile.TemporaryDirectory(prefix="learns-") as tmp:
         data = Path(tmp) / "learns.npz"
         test_a, target = write_data(data, args.seed)
