@@ -165,11 +165,11 @@ def load_prepared(path: str | Path, splits: tuple[str, ...] = SPLITS) -> Prepare
     domains = domains_from(settings)
     empty = {d: np.zeros((0, 1, 1, domains[d].channels), domains[d].dtype) for d in "AB"}
     return PreparedData(
-        tiles={s: _concat(parts.get(s), empty[s[-1]]) for s in SPLITS},
-        sources={s: _concat(parts.get(f"{s}_s"), np.zeros(0, str)) for s in SPLITS},
-        positions={s: _concat(parts.get(f"{s}_p"), np.zeros((0, 2), np.int32)) for s in SPLITS},
+        tiles={s: join_shards(parts.get(s), empty[s[-1]]) for s in SPLITS},
+        sources={s: join_shards(parts.get(f"{s}_s"), np.zeros(0, str)) for s in SPLITS},
+        positions={s: join_shards(parts.get(f"{s}_p"), np.zeros((0, 2), np.int32)) for s in SPLITS},
         settings=settings,
-        pairs={s: _concat(pairs.get(s), no_pairs()) for s in PAIR_SPLITS},
+        pairs={s: join_shards(pairs.get(s), no_pairs()) for s in PAIR_SPLITS},
     )
 
 
@@ -192,7 +192,11 @@ def _optional(npz: Any, key: str, default: np.ndarray) -> np.ndarray:
     return npz[key] if key in npz.files else default
 
 
-def _concat(arrays: list[np.ndarray] | None, empty: np.ndarray) -> np.ndarray:
+def join_shards(arrays: list[np.ndarray] | None, empty: np.ndarray) -> np.ndarray:
+    """The shards' parts of one array joined (empty parts left out), or ``empty`` if none.
+
+    How every reader joins shards, so that fingerprints hash the same bytes.
+    """
     arrays = [a for a in arrays or [] if len(a)]
     if not arrays:
         return empty

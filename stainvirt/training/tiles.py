@@ -31,7 +31,14 @@ from typing import Any
 
 import numpy as np
 
-from stainvirt.dataset import PAIR_SPLITS, SPLITS, check_tiles, dataset_files, no_pairs
+from stainvirt.dataset import (
+    PAIR_SPLITS,
+    SPLITS,
+    check_tiles,
+    dataset_files,
+    join_shards,
+    no_pairs,
+)
 from stainvirt.domain import Domain, domains_from
 from stainvirt.errors import StainvirtError
 
@@ -278,8 +285,8 @@ def _hash_provenance(digest: Any, split: str, files: list[Path], headers: list[d
         n = header[split][0][0]
         sources.append(_optional(file, f"{split}_source", np.full(n, "")))
         positions.append(_optional(file, f"{split}_position", np.zeros((n, 2), np.int32)))
-    for array in (_concat_any(sources, np.zeros(0, str)),
-                  _concat_any(positions, np.zeros((0, 2), np.int32))):
+    for array in (join_shards(sources, np.zeros(0, str)),
+                  join_shards(positions, np.zeros((0, 2), np.int32))):
         digest.update(f"{split}{array.dtype.str}{array.shape}".encode())
         digest.update(np.ascontiguousarray(array).data)
 
@@ -293,16 +300,8 @@ def _pairs(files: list[Path], headers: list[dict]) -> dict[str, np.ndarray]:
             local = _optional(file, f"{split}_pairs", no_pairs())
             parts.append(local.astype(np.int32) + offset.astype(np.int32))
             offset += [header[f"{split}A"][0][0], header[f"{split}B"][0][0]]
-        out[split] = _concat_any(parts, no_pairs())
+        out[split] = join_shards(parts, no_pairs())
     return out
-
-
-def _concat_any(parts: list[np.ndarray], empty: np.ndarray) -> np.ndarray:
-    """As :func:`stainvirt.dataset.load_prepared` joins shards (so the bytes hash alike)."""
-    parts = [p for p in parts if len(p)]
-    if not parts:
-        return empty
-    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def _samples(per_split: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
