@@ -19,6 +19,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from stainvirt.devices import gpu_visible
+
 # F(4x4, 3x3): output block 4, input block 6 (Lavin & Gray 2016, section 4.2).
 _BT = np.array([
     [4, 0, -5, 0, 1, 0],
@@ -93,7 +95,7 @@ class WinogradConv2D(keras.layers.Conv2D):
         import tensorflow as tf
 
         if (self.kernel_size != (3, 3) or self.strides != (1, 1) or self.padding != "valid"
-                or self.compute_dtype != "float32" or tf.config.list_logical_devices("GPU")):
+                or self.compute_dtype != "float32" or gpu_visible()):
             return super().call(inputs)
         out = winograd_conv3x3(inputs, self.kernel)
         return tf.nn.bias_add(out, self.bias) if self.use_bias else out

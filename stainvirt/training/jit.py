@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from stainvirt.config import Config
+from stainvirt.devices import gpu_visible
 
 log = logging.getLogger("stainvirt")
 
@@ -52,14 +53,13 @@ def resolve_jit_compile(cfg: Config, replicas: int = 1) -> bool:
 
 
 def _auto(replicas: int) -> tuple[bool, str]:
-    import tensorflow as tf
     from tensorflow.python.util import _pywrap_util_port
 
     if not _pywrap_util_port.IsBuiltWithXLA():
         return False, "this TensorFlow has no XLA"
     if replicas > 1:
         return False, f"{replicas} replicas"
-    if tf.config.list_logical_devices("GPU"):
+    if gpu_visible():
         return True, "on a GPU"
     if onednn_enabled():
         return False, "oneDNN's convolutions are faster on this CPU"

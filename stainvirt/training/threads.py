@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 
 from stainvirt.config import Config
+from stainvirt.devices import gpu_visible
 
 log = logging.getLogger("stainvirt")
 
@@ -36,7 +37,7 @@ def configure_threads(cfg: Config) -> None:
     import tensorflow as tf
 
     threads = intra_op_threads(cfg)
-    if (not threads or tf.config.list_physical_devices("GPU")
+    if (not threads or gpu_visible()
             or tf.config.threading.get_intra_op_parallelism_threads()):
         return
     try:

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from stainvirt.devices import gpu_visible
 from stainvirt.domain import RGB, Domain
 from stainvirt.errors import StainvirtError
 from stainvirt.io.images import TIFF_SUFFIXES, to_rgb_uint8
@@ -30,7 +31,7 @@ from stainvirt.rundir import RunDir, check_direction
 from stainvirt.tissue import TissueMap, is_tissue, thumbnail_tissue_mask
 from stainvirt.translate import batch, native, volume
 from stainvirt.translate.batch import TranslationReport
-from stainvirt.translate.precision import gpu_visible, resolve_precision, with_precision
+from stainvirt.translate.precision import resolve_precision, with_precision
 from stainvirt.translate.tiling import (
     DEFAULT_OVERLAP,
     DEFAULT_TILE_SIZE,

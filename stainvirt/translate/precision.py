@@ -11,17 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from stainvirt.devices import gpu_visible
 from stainvirt.errors import StainvirtError
 
 PRECISIONS = ("auto", "float16", "float32")
 _POLICIES = {"float16": "mixed_float16", "float32": "float32"}
-
-
-def gpu_visible() -> bool:
-    """Whether TensorFlow sees a GPU."""
-    import tensorflow as tf
-
-    return bool(tf.config.list_physical_devices("GPU"))
 
 
 def resolve_precision(precision: str) -> str:
