@@ -25,6 +25,9 @@ import hashlib
 import json
 import re
 import zipfile
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,6 +120,21 @@ def dataset_files(path: str | Path) -> list[Path]:
     return shards
 
 
+READ_ERRORS = (zipfile.BadZipFile, zlib.error, OSError, ValueError, EOFError)
+"""What numpy and zipfile raise on a truncated or damaged ``.npz``."""
+
+
+@contextmanager
+def reading(file: Path) -> Iterator[None]:
+    """Turn a failure to read the data set ``file`` into one line: it is corrupt, prepare again."""
+    try:
+        yield
+    except READ_ERRORS as exc:
+        raise StainvirtError(
+            f"{file}: cannot read ({exc}); the file is corrupt, run 'stainvirt prepare' again"
+        ) from exc
+
+
 def load_prepared(path: str | Path, splits: tuple[str, ...] = SPLITS) -> PreparedData:
     """Load a prepared data set (single ``.npz`` or its shards) into memory.
 
@@ -133,35 +151,30 @@ def load_prepared(path: str | Path, splits: tuple[str, ...] = SPLITS) -> Prepare
     pairs: dict[str, list[np.ndarray]] = {p: [] for p in paired}
     settings: dict[str, Any] = {}
     for file in dataset_files(path):
-        try:
-            with np.load(file, allow_pickle=False) as npz:
-                missing = [s for s in SPLITS if s not in npz.files]
-                if missing:
-                    raise StainvirtError(
-                        f"{file}: not a stainvirt data set (missing arrays {', '.join(missing)}); "
-                        "create it with 'stainvirt prepare'"
-                    )
-                if "settings" in npz.files:
-                    settings = json.loads(str(npz["settings"]))
-                for split in paired:
-                    # Shards index their own tiles: offset by the tiles of earlier shards.
-                    offset = [sum(map(len, parts[f"{split}{d}"])) for d in "AB"]
-                    local = _optional(npz, f"{split}_pairs", no_pairs())
-                    pairs[split].append(local.astype(np.int32) + np.array(offset, np.int32))
-                domains = domains_from(settings)
-                for split in splits:
-                    tiles = npz[split]
-                    check_tiles(file, split, tiles.shape, tiles.dtype, domains[split[-1]])
-                    parts[split].append(tiles)
-                    n = len(tiles)
-                    parts[f"{split}_s"].append(_optional(npz, f"{split}_source", np.full(n, "")))
-                    parts[f"{split}_p"].append(
-                        _optional(npz, f"{split}_position", np.zeros((n, 2), np.int32))
-                    )
-        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-            raise StainvirtError(
-                f"{file}: cannot read ({exc}); the file is corrupt, run 'stainvirt prepare' again"
-            ) from exc
+        with reading(file), np.load(file, allow_pickle=False) as npz:
+            missing = [s for s in SPLITS if s not in npz.files]
+            if missing:
+                raise StainvirtError(
+                    f"{file}: not a stainvirt data set (missing arrays {', '.join(missing)}); "
+                    "create it with 'stainvirt prepare'"
+                )
+            if "settings" in npz.files:
+                settings = json.loads(str(npz["settings"]))
+            for split in paired:
+                # Shards index their own tiles: offset by the tiles of earlier shards.
+                offset = [sum(map(len, parts[f"{split}{d}"])) for d in "AB"]
+                local = _optional(npz, f"{split}_pairs", no_pairs())
+                pairs[split].append(local.astype(np.int32) + np.array(offset, np.int32))
+            domains = domains_from(settings)
+            for split in splits:
+                tiles = npz[split]
+                check_tiles(file, split, tiles.shape, tiles.dtype, domains[split[-1]])
+                parts[split].append(tiles)
+                n = len(tiles)
+                parts[f"{split}_s"].append(_optional(npz, f"{split}_source", np.full(n, "")))
+                parts[f"{split}_p"].append(
+                    _optional(npz, f"{split}_position", np.zeros((n, 2), np.int32))
+                )
     domains = domains_from(settings)
     empty = {d: np.zeros((0, 1, 1, domains[d].channels), domains[d].dtype) for d in "AB"}
     return PreparedData(

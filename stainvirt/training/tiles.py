@@ -22,7 +22,6 @@ import logging
 import os
 import shutil
 import zipfile
-import zlib
 from collections.abc import Iterator
 from contextlib import nullcontext as _nothing
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from stainvirt.dataset import (
     dataset_files,
     join_shards,
     no_pairs,
+    reading,
 )
 from stainvirt.domain import Domain, domains_from
 from stainvirt.errors import StainvirtError
@@ -137,20 +137,12 @@ def open_training_tiles(
 
 def _headers(file: Path) -> dict[str, tuple[tuple[int, ...], str]]:
     """``{array name: (shape, dtype)}`` of an ``.npz`` from its headers, decompressing nothing."""
-    try:
-        with zipfile.ZipFile(file) as zf:
-            out = {}
-            for name in zf.namelist():
-                with zf.open(name) as member:
-                    version = np.lib.format.read_magic(member)
-                    read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                            else np.lib.format.read_array_header_2_0)
-                    shape, _, dtype = read(member)
-                out[name.removesuffix(".npy")] = (shape, dtype.str)
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-        raise StainvirtError(
-            f"{file}: cannot read ({exc}); the file is corrupt, run 'stainvirt prepare' again"
-        ) from exc
+    out = {}
+    with reading(file), zipfile.ZipFile(file) as zf:
+        for name in zf.namelist():
+            with zf.open(name) as member:
+                shape, _, dtype = _array_header(member)
+            out[name.removesuffix(".npy")] = (shape, dtype.str)
     missing = [s for s in SPLITS if s not in out]
     if missing:
         raise StainvirtError(
@@ -258,19 +250,19 @@ def _pass_split(
 
 def _chunks(file: Path, name: str) -> Iterator[bytes]:
     """The raw bytes of array ``name`` of an ``.npz``, decompressed a chunk at a time."""
-    try:
-        with zipfile.ZipFile(file) as zf, zf.open(f"{name}.npy") as member:
-            version = np.lib.format.read_magic(member)
-            _, fortran, _ = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                             else np.lib.format.read_array_header_2_0)(member)
-            if fortran:
-                raise ValueError(f"array {name} is stored in Fortran order")
-            while chunk := member.read(CHUNK_BYTES):
-                yield chunk
-    except (zipfile.BadZipFile, zlib.error, OSError, ValueError, EOFError) as exc:
-        raise StainvirtError(
-            f"{file}: cannot read ({exc}); the file is corrupt, run 'stainvirt prepare' again"
-        ) from exc
+    with reading(file), zipfile.ZipFile(file) as zf, zf.open(f"{name}.npy") as member:
+        if _array_header(member)[1]:
+            raise ValueError(f"array {name} is stored in Fortran order")
+        while chunk := member.read(CHUNK_BYTES):
+            yield chunk
+
+
+def _array_header(member: Any) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """Shape, Fortran order and dtype from the ``.npy`` header at the start of ``member``."""
+    version = np.lib.format.read_magic(member)
+    read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+            else np.lib.format.read_array_header_2_0)
+    return read(member)
 
 
 def _optional(file: Path, name: str, default: np.ndarray) -> np.ndarray:
