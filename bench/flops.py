@@ -122,19 +122,3 @@ def describe_probe() -> str:
     gflop = 2.0 * batch * height * width * c_in * c_out * k * k / 1e9
     return (f"{k}x{k} conv {c_in}->{c_out} channels on {height}x{width}, batch {batch} "
             f"({gflop:.2f} GFLOP, forward only)")
-
-
-def markdown(head: list[str], rows: list[list[str]]) -> str:
-    """A markdown table with its columns padded, so it reads in a terminal too."""
-    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
-    lines = [head, ["-" * w for w in widths], *rows]
-    return "\n".join("| " + " | ".join(c.ljust(w) for c, w in zip(line, widths, strict=True))
-                     + " |" for line in lines)
-
-
-def conv_table(conv: list[dict[str, float]]) -> str:
-    """Markdown table of :func:`conv_throughput` results (e.g. at a run's start and end)."""
-    when = " / ".join(("start", "end", *(f"#{i}" for i in range(3, len(conv) + 1)))[:len(conv)])
-    row = [" / ".join(f"{c[name]:.3g}" for c in conv) for name in conv[0]]
-    return f"Conv throughput, {describe_probe()}, GFLOP/s ({when} of the run):\n\n" + markdown(
-        list(conv[0]), [row])

@@ -67,9 +67,10 @@ import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # so `python bench/train_speed.py` runs from a checkout
-sys.path.insert(0, str(ROOT / "bench"))  # flops.py, torch_worker.py
+sys.path.insert(0, str(ROOT / "bench"))  # flops.py, report.py, torch_worker.py
 
-from flops import conv_table, conv_throughput, describe_probe, markdown, step_flops  # noqa: E402
+from flops import conv_throughput, describe_probe, step_flops  # noqa: E402
+from report import MODES, gflops, images_per_s, print_tables, thread_report  # noqa: E402
 
 from stainvirt.config import Config, preset  # noqa: E402
 
@@ -80,7 +81,6 @@ DEFAULT_STEPS = {"tiny": (3, 40), "cpu": (3, 40), "paper": (1, 3)}
 # still spinning after its turn, slow only the other's first step (left out).
 DEFAULT_BLOCK = {"tiny": 10, "cpu": 10, "paper": 1}
 TILES_PER_DOMAIN = 8
-MODES = ("off", "on", "auto")
 JIT_MODULE = "stainvirt.training.jit"
 
 
@@ -98,16 +98,6 @@ class Result:
     ours: list[float] = field(default_factory=list)
     torch: list[float] = field(default_factory=list)
     cached: list[float] = field(default_factory=list)
-
-
-def images_per_s(cfg: Config, seconds: list[float]) -> float:
-    """batch_size * steps / total seconds (nan when nothing was timed)."""
-    return cfg.batch_size * len(seconds) / sum(seconds) if seconds else float("nan")
-
-
-def gflops(res: Result, seconds: list[float]) -> float:
-    """Achieved conv GFLOP/s: the step's conv GFLOP over the mean step time."""
-    return res.gflop_step * len(seconds) / sum(seconds) if seconds else float("nan")
 
 
 def resolve_auto(cfg: Config) -> bool | None:
@@ -275,65 +265,6 @@ def run_preset(name: str, modes: list[str], args, worker) -> list[Result]:
         print(f"  {name} XLA {'on ' if best.jit else 'off'}, cached batch: "
               f"{images_per_s(cfg, best.cached):.3g} img/s", flush=True)
     return list(results.values())
-
-
-def thread_report(worker) -> str:
-    import tensorflow as tf
-
-    intra = tf.config.threading.get_intra_op_parallelism_threads()
-    inter = tf.config.threading.get_inter_op_parallelism_threads()
-    line = (f"TF {tf.__version__}: intra-op threads {intra or f'default ({os.cpu_count()})'}, "
-            f"inter-op {inter or 'default'}; oneDNN opts "
-            f"{os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'default')}")
-    if worker is not None:
-        line += f"; torch {worker.version}: {worker.threads} threads, in its own process"
-    return line + f"; {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f}"
-
-
-def fmt(value: float, digits: int = 3) -> str:
-    """``value`` to ``digits`` significant digits; "-" for nan."""
-    return "-" if np.isnan(value) else f"{value:.{digits}g}"
-
-
-def print_tables(results: list[Result], torch_ok: bool, conv: list[dict[str, float]]) -> None:
-    """Each timed setting in detail; then the README tables (conv throughput; a row per preset)."""
-    peak = max(v for c in conv for v in c.values())
-    pct = lambda res, seconds: fmt(100 * gflops(res, seconds) / peak, 2)  # noqa: E731
-    na = lambda text: text if torch_ok else "n/a"  # noqa: E731
-    rows = [[
-        r.preset, str(r.cfg.image_size), str(r.cfg.batch_size), "on" if r.jit else "off",
-        "/".join(r.modes), f"{r.first_step_s:.1f}",
-        fmt(statistics.median(r.ours)) if r.ours else "-", fmt(images_per_s(r.cfg, r.ours)),
-        fmt(gflops(r, r.ours)), pct(r, r.ours), na(fmt(images_per_s(r.cfg, r.torch))),
-        na(pct(r, r.torch)),
-        na(fmt(images_per_s(r.cfg, r.ours) / images_per_s(r.cfg, r.torch))),
-        fmt(images_per_s(r.cfg, r.cached)), f"{r.pipeline_s * 1000:.3g}" if r.pipeline_s else "-",
-    ] for r in results]
-    print("\n" + markdown(["preset", "crop", "batch", "XLA", "modes", "first s", "s/step",
-                           "ours img/s", "GFLOP/s", "% conv", "torch img/s", "torch % conv",
-                           "ours/torch", "cached img/s", "pipeline ms"], rows))
-
-    print("\n" + conv_table(conv))
-    print(f"\nimg/s (achieved conv GFLOP/s as % of the best conv throughput, {peak:.3g} "
-          "GFLOP/s; conv FLOPs only, 3x forward per trained pass, 2x per frozen "
-          "discriminator pass); ours/torch from the steps interleaved with each setting:\n")
-    rows = []
-    for name in dict.fromkeys(r.preset for r in results):
-        mine = [r for r in results if r.preset == name]
-        cfg = mine[0].cfg
-        torch_s = [s for r in mine for s in r.torch]
-        cells, ratios = [], []
-        for mode in MODES:
-            r = next((r for r in mine if mode in r.modes), None)
-            rate = images_per_s(cfg, r.ours) if r else float("nan")
-            label = f"{'on' if r.jit else 'off'}: " if r and mode == "auto" else ""
-            cells.append(f"{label}{fmt(rate)} ({pct(r, r.ours)}%)" if r else "-")
-            ratios.append(na(fmt(rate / images_per_s(cfg, r.torch))) if r else "-")
-        torch_cell = na(f"{fmt(images_per_s(cfg, torch_s))} ({pct(mine[0], torch_s)}%)")
-        rows.append([name, f"{cfg.image_size}, {cfg.batch_size}", fmt(mine[0].gflop_step),
-                     *cells, torch_cell, *ratios])
-    print(markdown(["preset", "crop, batch", "GFLOP/step", "XLA off", "XLA on", "XLA auto",
-                    "torch", "off/torch", "on/torch", "auto/torch"], rows))
 
 
 def main() -> None:
