@@ -93,6 +93,12 @@ def add_set_option(p: argparse.ArgumentParser) -> None:
                    help="override a config field of the preset (repeatable)")
 
 
+def add_keep_option(p: argparse.ArgumentParser) -> None:
+    """``--keep RUN_DIR``: train into this folder and keep it, to look at its losses and samples."""
+    p.add_argument("--keep", type=Path, metavar="RUN_DIR",
+                   help="train into this folder and keep it (a run already there is resumed)")
+
+
 def overrides_from(items: list[str], preset_name: str) -> dict:
     """``--set`` items as typed config overrides (bools from 1/true/yes)."""
     overrides = {}
@@ -109,10 +115,7 @@ def main() -> None:
     p.add_argument("--minutes", type=float, default=15.0, help="training time budget (default 15)")
     p.add_argument("--preset", default="cpu", choices=list(PRESETS), help="preset (default cpu)")
     p.add_argument("--seed", type=int, default=0, help="seeds the A/B split and the run")
-    p.add_argument(
-        "--keep", type=Path, metavar="RUN_DIR",
-        help="train into this folder and keep it (a run already there is resumed)",
-    )
+    add_keep_option(p)
     add_set_option(p)
     args = p.parse_args()
 

@@ -1,29 +1,33 @@
 """Does a recipe learn a stain that depends on the tissue around a cell? Prints figures; not a test.
 
-A real marker is not a colour: it stains some nuclei and not others that look
-alike in H&E, depending on where they are. The known mapping here does the
-same. Colour deconvolution (``skimage.color.rgb2hed``) gives the hematoxylin
-optical density H of an H&E image; smoothed over about 12 um (a Gaussian of
-sigma 12 px at 0.5 um/px), it marks the most cell-dense compartment: the
-tissue whose smoothed density is above its 85th percentile, with a soft edge.
-Inside that compartment the nuclei turn DAB-brown (H moved into the DAB
-channel); outside, the same nuclei stay hematoxylin-blue; eosin goes, as in an
-IHC with a hematoxylin counterstain. It is computed on whole images before
-tiling: the training tiles are put back at their positions on the slide
-(data/sample/trainA names them), so no tile edge leaks into the mapping.
+A real marker is not a colour: cytokeratin, HER2 or Ki-67 stain some cells and
+not others that look alike in H&E, depending on where they are. The known
+mapping here does the same, as a cytokeratin-like IHC. Colour deconvolution
+(``skimage.color.rgb2hed``) gives the hematoxylin and eosin optical densities
+H and E of an H&E image. H smoothed over about 16 um (a Gaussian of sigma
+16 px at 0.5 um/px) marks the cell-dense compartment: the tissue whose smoothed
+density is above the 60th percentile of the slide's tissue, with a soft edge
+(the basal epidermis and the dense cell clusters of the sample). Inside it,
+the cells turn DAB-brown (DAB density H + E); everywhere the nuclei keep
+their hematoxylin and eosin goes, as in an IHC with a hematoxylin
+counterstain. The compartment is computed once on the whole slide (the
+training tiles put back at their positions; data/sample/trainA names them),
+so every tile follows one rule and no tile edge leaks into the mapping.
 
-The per-pixel references cannot see the compartment: "marker everywhere"
-(every nucleus brown) and "no marker" (every nucleus blue), both the same
-mapping with the compartment set to all or nothing. Also scored: the identity
-and a Reinhard colour transfer fitted on the B training tiles. The recipe
-trains unpaired (A and B from different tiles, as bench/learns.py) for at most
---minutes; G_AB then translates the 256 px tiles of the held-out regions
-(data/sample/testA), scored against their mapping (computed on the whole
-512 px regions): PSNR, SSIM (skimage, uint8, 7x7) and DAB r (per-tile Pearson
-correlation of the DAB optical density, nan-aware mean).
+Every fifth tile of the slide is held out for the test; the other 20 are
+split at random (seeded) into A and B halves, so A and B come from different
+tissue (unpaired); with --pairs all 20 go to both domains as registered pairs. The recipe trains for at most --minutes; G_AB then
+translates each held-out tile with a 32 px margin of the slide around it (cut
+away after), scored against the mapping: PSNR, SSIM (skimage, uint8, 7x7) and
+DAB r (per-tile Pearson correlation of the DAB optical density, nan-aware
+mean). Next to it: the per-pixel references, which cannot see the compartment
+("marker everywhere": every cell brown; "no marker": every cell blue), the
+identity, and a Reinhard colour transfer fitted on the B training tiles.
 
-    python bench/learns_context.py                            # cpu preset, 15 minutes
-    python bench/learns_context.py --minutes 3 --set image_size=64 --set n_blocks=6
+    python bench/learns_context.py                     # cpu preset, 15-minute budget
+    python bench/learns_context.py --figure ctx.png    # and draw test tiles per row
+    python bench/learns_context.py --preset paired --pairs --set image_size=96 \
+        --set batch_size=1 --set n_blocks=6 --set epochs=8 --set epochs_decay=8
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ import numpy as np  # noqa: E402
 from learns import (  # noqa: E402
     SAMPLE,
     TILE,
+    add_keep_option,
     add_set_option,
     overrides_from,
     scores,
@@ -57,13 +62,14 @@ from stainvirt.evaluate.baselines import ReinhardTransfer  # noqa: E402
 from stainvirt.evaluate.metrics import stain_correlation  # noqa: E402
 from stainvirt.io.images import list_images, read_image  # noqa: E402
 from stainvirt.rundir import RunDir  # noqa: E402
-from stainvirt.slide_tiles import grid  # noqa: E402
 from stainvirt.tissue import tissue_mask  # noqa: E402
 
-SIGMA = 12.0
+SIGMA = 16.0
 """Smoothing of the hematoxylin density that defines the compartment (px)."""
-COMPARTMENT_QUANTILE = 0.85
+COMPARTMENT_QUANTILE = 0.6
 """The compartment is the tissue whose smoothed density is above this quantile."""
+MARGIN = 32
+"""Slide around each test tile given to the model (px), cut away from its output."""
 
 
 def compartment(rgb: np.ndarray) -> np.ndarray:
@@ -78,11 +84,11 @@ def compartment(rgb: np.ndarray) -> np.ndarray:
 
 
 def marker(rgb: np.ndarray, weight: np.ndarray | float) -> np.ndarray:
-    """IHC look: nuclei brown where ``weight`` is 1, blue where 0; eosin removed."""
-    hematoxylin = rgb2hed(rgb)[..., 0]
-    hed = np.stack([hematoxylin * (1 - 0.7 * weight), np.zeros_like(hematoxylin),
-                    hematoxylin * weight], axis=-1)
-    return to_rgb(hed2rgb(hed))
+    """IHC look: cells brown where ``weight`` is 1; nuclei blue everywhere; eosin removed."""
+    hed = rgb2hed(rgb)
+    hematoxylin = hed[..., 0]
+    dab = weight * np.clip(hematoxylin + hed[..., 1], 0.0, None)
+    return to_rgb(hed2rgb(np.stack([hematoxylin, np.zeros_like(hematoxylin), dab], axis=-1)))
 
 
 def context_map(rgb: np.ndarray) -> np.ndarray:
@@ -103,28 +109,36 @@ def mosaic() -> tuple[np.ndarray, list[tuple[int, int]]]:
     return canvas, where
 
 
-def write_data(out: Path, seed: int) -> dict[str, np.ndarray]:
-    """The unpaired data set (A: H&E tiles; B: the mapping of other tiles) and the test set."""
+def cut(image: np.ndarray, y: int, x: int, margin: int = 0) -> np.ndarray:
+    """The tile at ``(y, x)`` with ``margin`` px around it."""
+    return image[y - margin : y + TILE + margin, x - margin : x + TILE + margin]
+
+
+def write_data(out: Path, seed: int, pairs: bool = False) -> dict[str, np.ndarray]:
+    """The unpaired data set (A: H&E tiles; B: the mapping of other tiles) and the test set.
+
+    Every fifth tile of the slide is held out for the test; the rest are split at
+    random (seeded) into A and B halves, or with ``pairs`` all of them go to both
+    domains as registered pairs. Test inputs carry a margin of the slide around
+    them, so the model sees the context the mapping saw.
+    """
     canvas, where = mosaic()
-    mapped = context_map(canvas)
-    tiles = [(canvas[y : y + TILE, x : x + TILE], mapped[y : y + TILE, x : x + TILE])
-             for y, x in where]
-    order = np.random.default_rng(seed).permutation(len(tiles))
-    half = len(tiles) // 2
-    train_a = np.stack([tiles[i][0] for i in order[half:]])
-    train_b = np.stack([tiles[i][1] for i in order[:half]])
-    test_a, target, everywhere, nowhere = [], [], [], []
-    for image in map(read_image, list_images(SAMPLE / "testA")):
-        maps = (context_map(image), marker(image, 1.0), marker(image, 0.0))
-        for y, x in grid(*image.shape[:2], TILE):
-            cut = (slice(y, y + TILE), slice(x, x + TILE))
-            test_a.append(image[cut])
-            for out_list, m in zip((target, everywhere, nowhere), maps, strict=True):
-                out_list.append(m[cut])
-    test = {k: np.stack(v) for k, v in (("A", test_a), ("target", target),
-                                         ("everywhere", everywhere), ("nowhere", nowhere))}
+    maps = {"target": context_map(canvas), "everywhere": marker(canvas, 1.0),
+            "nowhere": marker(canvas, 0.0)}
+    held = [i % 5 == 2 for i in range(len(where))]
+    train = [w for w, h in zip(where, held, strict=True) if not h]
+    test_at = [w for w, h in zip(where, held, strict=True) if h]
+    order = np.random.default_rng(seed).permutation(len(train))
+    half = 0 if pairs else len(train) // 2
+    train_a = np.stack([cut(canvas, *train[i]) for i in order[half:]])
+    train_b = np.stack([cut(maps["target"], *train[i]) for i in (order if pairs else order[:half])])
+    framed = np.pad(canvas, ((MARGIN, MARGIN), (MARGIN, MARGIN), (0, 0)), constant_values=240)
+    test = {name: np.stack([cut(m, y, x) for y, x in test_at]) for name, m in maps.items()}
+    test["A"] = np.stack([cut(canvas, y, x) for y, x in test_at])
+    test["A_framed"] = np.stack([cut(framed, y + MARGIN, x + MARGIN, MARGIN) for y, x in test_at])
+    registered = {"train_pairs": np.stack([np.arange(len(train))] * 2, 1).astype(np.int32)}
     np.savez_compressed(out, trainA=train_a, trainB=train_b, testA=test["A"],
-                        testB=test["target"])
+                        testB=test["target"], **(registered if pairs else {}))
     test["trainB"] = train_b
     return test
 
@@ -140,7 +154,12 @@ def main() -> None:
     p.add_argument("--minutes", type=float, default=15.0, help="training budget (default 15)")
     p.add_argument("--preset", default="cpu", choices=list(PRESETS), help="preset (default cpu)")
     add_set_option(p)
+    add_keep_option(p)
     p.add_argument("--seed", type=int, default=0, help="seeds the A/B split and the run")
+    p.add_argument("--pairs", action="store_true",
+                   help="train on registered pairs (every training tile in both domains; "
+                        "use with --preset paired)")
+    p.add_argument("--figure", type=Path, help="also draw the first test tiles of each row here")
     args = p.parse_args()
 
     from stainvirt.training.trainer import train
@@ -149,7 +168,7 @@ def main() -> None:
     cfg = preset(args.preset, seed=args.seed, **overrides)
     with tempfile.TemporaryDirectory(prefix="learns-context-") as tmp:
         data = Path(tmp) / "context.npz"
-        test = write_data(data, args.seed)
+        test = write_data(data, args.seed, args.pairs)
         reinhard = ReinhardTransfer().fit(iter(test["trainB"]))
         rows = {
             "identity": test["A"],
@@ -157,20 +176,34 @@ def main() -> None:
             "marker everywhere (per pixel)": test["everywhere"],
             "Reinhard": np.stack([reinhard.apply(t) for t in test["A"]]),
         }
+        run_dir = args.keep or Path(tmp) / "run"
         started = time.monotonic()
-        result = train(data, Path(tmp) / "run", cfg, max_minutes=args.minutes, verbose=0)
+        result = train(data, run_dir, cfg, max_minutes=args.minutes, verbose=0)
         minutes = (time.monotonic() - started) / 60
-        rows["trained G_AB"] = translate(RunDir(Path(tmp) / "run").load_generator("A2B"),
-                                         test["A"])
+        framed = translate(RunDir(run_dir).load_generator("A2B"), test["A_framed"])
+        rows["trained G_AB"] = framed[:, MARGIN:-MARGIN, MARGIN:-MARGIN]
 
     changed = ", ".join(f"{k}={v}" for k, v in overrides.items()) or "none"
-    print(f"\npreset {args.preset} (overrides: {changed}), seed {args.seed}: "
+    print(f"\npreset {args.preset} (overrides: {changed}), seed {args.seed}, "
+          f"{'registered pairs' if args.pairs else 'unpaired'}: "
           f"{result.steps_done} steps in {minutes:.1f} min, stopped: {result.stopped}")
     print(f"test: {len(test['A'])} H&E tiles of {TILE} px against the context mapping")
     print(f"{'':32}{'PSNR (dB)':>10}{'SSIM':>8}{'DAB r':>8}")
     for name, predicted in rows.items():
         db, sim = scores(predicted, test["target"])
         print(f"{name:32}{db:10.2f}{sim:8.3f}{dab_r(predicted, test['target']):8.3f}")
+    if args.figure:
+        draw(args.figure, {"H&E": test["A"], "target (context)": test["target"], **rows})
+
+
+def draw(path: Path, rows: dict[str, np.ndarray], tiles: int = 4) -> None:
+    """One row per test tile, one column per method, so the stains can be compared by eye."""
+    from stainvirt.plotting import image_grid, save_figure
+
+    names = [n for n in rows if n != "identity"]
+    grid_rows = [[rows[n][i] for n in names] for i in range(tiles)]
+    fig = image_grid(grid_rows, [names] * tiles, row_size=(2.2 * len(names), 2.4), fontsize=7)
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":
