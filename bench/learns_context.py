@@ -16,7 +16,8 @@ so every tile follows one rule and no tile edge leaks into the mapping.
 
 Every fifth tile of the slide is held out for the test; the other 20 are
 split at random (seeded) into A and B halves, so A and B come from different
-tissue (unpaired); with --pairs all 20 go to both domains as registered pairs. The recipe trains for at most --minutes; G_AB then
+tissue (unpaired); with --pairs all 20 go to both domains as registered pairs.
+The recipe trains for at most --minutes; G_AB then
 translates each held-out tile with a 32 px margin of the slide around it (cut
 away after), scored against the mapping: PSNR, SSIM (skimage, uint8, 7x7) and
 DAB r (per-tile Pearson correlation of the DAB optical density, nan-aware

@@ -154,7 +154,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # (4-13 minutes on 2 cores), so the learning rate has decayed by then. Cycle
     # weight 2, not 10: an IHC has lost the H&E's eosin, and a strong cycle loss
     # makes the generator hide it in the output as a tint, to get it back
-    # (bench/learns_context.py: 17.7 dB against 14.1 with 10; learns.py unchanged).
+    # (0.3's bench/learns_context.py: 17.7 dB against 14.1 with 10; learns.py unchanged).
+    # It does not learn a stain that depends on context: bench/README.md says what does.
     "cpu": dict(
         image_size=32, ngf=16, ndf=32, n_blocks=3, unet_depth=5, residual_output=True,
         upsample="resize", lambda_identity=0.0, lambda_cycle=2.0, pool_size=50, lr=1e-3,
