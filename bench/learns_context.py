@@ -21,7 +21,8 @@ The recipe trains for at most --minutes; G_AB then
 translates each held-out tile with a 32 px margin of the slide around it (cut
 away after), scored against the mapping: PSNR, SSIM (skimage, uint8, 7x7) and
 DAB r (per-tile Pearson correlation of the DAB optical density, nan-aware
-mean). Next to it: the per-pixel references, which cannot see the compartment
+mean) and sharpness (mean absolute Laplacian of the grey output over the
+target's: below 1 is blurrier). Next to it: the per-pixel references, which cannot see the compartment
 ("marker everywhere": every cell brown; "no marker": every cell blue), the
 identity, and a Reinhard colour transfer fitted on the B training tiles.
 
@@ -51,16 +52,15 @@ from learns import (  # noqa: E402
     add_keep_option,
     add_set_option,
     overrides_from,
-    scores,
     to_rgb,
     translate,
 )
+from learns_paired import scores  # noqa: E402
 from scipy.ndimage import gaussian_filter  # noqa: E402
 from skimage.color import hed2rgb, rgb2hed  # noqa: E402
 
 from stainvirt.config import PRESETS, preset  # noqa: E402
 from stainvirt.evaluate.baselines import ReinhardTransfer  # noqa: E402
-from stainvirt.evaluate.metrics import stain_correlation  # noqa: E402
 from stainvirt.io.images import list_images, read_image  # noqa: E402
 from stainvirt.rundir import RunDir  # noqa: E402
 from stainvirt.tissue import tissue_mask  # noqa: E402
@@ -144,12 +144,6 @@ def write_data(out: Path, seed: int, pairs: bool = False) -> dict[str, np.ndarra
     return test
 
 
-def dab_r(predicted: np.ndarray, target: np.ndarray) -> float:
-    """Mean over tiles of the DAB optical-density correlation (nan-aware)."""
-    return float(np.nanmean([stain_correlation(p, t, "dab")
-                             for p, t in zip(predicted, target, strict=True)]))
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--minutes", type=float, default=15.0, help="training budget (default 15)")
@@ -189,10 +183,10 @@ def main() -> None:
           f"{'registered pairs' if args.pairs else 'unpaired'}: "
           f"{result.steps_done} steps in {minutes:.1f} min, stopped: {result.stopped}")
     print(f"test: {len(test['A'])} H&E tiles of {TILE} px against the context mapping")
-    print(f"{'':32}{'PSNR (dB)':>10}{'SSIM':>8}{'DAB r':>8}")
+    print(f"{'':32}{'PSNR (dB)':>10}{'SSIM':>8}{'DAB r':>8}{'sharp':>8}")
     for name, predicted in rows.items():
-        db, sim = scores(predicted, test["target"])
-        print(f"{name:32}{db:10.2f}{sim:8.3f}{dab_r(predicted, test['target']):8.3f}")
+        db, sim, dab, sharp, _ = scores(predicted, test["target"])
+        print(f"{name:32}{db:10.2f}{sim:8.3f}{dab:8.3f}{sharp:8.3f}")
     if args.figure:
         draw(args.figure, {"H&E": test["A"], "target (context)": test["target"], **rows})
 
