@@ -22,14 +22,14 @@ translates each held-out tile with a 32 px margin of the slide around it (cut
 away after), scored against the mapping: PSNR, SSIM (skimage, uint8, 7x7) and
 DAB r (per-tile Pearson correlation of the DAB optical density, nan-aware
 mean) and sharpness (mean absolute Laplacian of the grey output over the
-target's: below 1 is blurrier). Next to it: the per-pixel references, which cannot see the compartment
-("marker everywhere": every cell brown; "no marker": every cell blue), the
-identity, and a Reinhard colour transfer fitted on the B training tiles.
+target's: below 1 is blurrier). Next to it: the per-pixel references, which
+cannot see the compartment ("marker everywhere": every cell brown; "no
+marker": every cell blue), the identity, and a Reinhard colour transfer
+fitted on the B training tiles.
 
     python bench/learns_context.py                     # cpu preset, 15-minute budget
     python bench/learns_context.py --figure ctx.png    # and draw test tiles per row
-    python bench/learns_context.py --preset paired --pairs --set image_size=96 \
-        --set batch_size=1 --set n_blocks=6 --set epochs=8 --set epochs_decay=8
+    python bench/learns_context.py --preset paired-context --pairs
 """
 
 from __future__ import annotations

@@ -111,4 +111,4 @@ def test_a_paired_loss_without_pairs_is_a_clear_error(data_path, tmp_path):
     with pytest.raises(StainvirtError, match=r"--lambda-paired 10 needs registered pairs, .* "
                                              r"prepare it with --paired"):
         train(data_path, tmp_path / "run", tiny(), verbose=0)
-    assert preset("paired").lambda_paired > 0
+    assert preset("paired").lambda_paired > 0 and preset("paired-context").lambda_paired > 0
