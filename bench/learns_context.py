@@ -4,10 +4,11 @@ A real marker is not a colour: cytokeratin, HER2 or Ki-67 stain some cells and
 not others that look alike in H&E, depending on where they are. The known
 mapping here does the same, as a cytokeratin-like IHC. Colour deconvolution
 (``skimage.color.rgb2hed``) gives the hematoxylin and eosin optical densities
-H and E of an H&E image. H smoothed over about 16 um (a Gaussian of sigma
-16 px at 0.5 um/px) marks the cell-dense compartment: the tissue whose smoothed
-density is above the 60th percentile of the slide's tissue, with a soft edge
-(the basal epidermis and the dense cell clusters of the sample). Inside it,
+H and E of an H&E image. H smoothed with a Gaussian of sigma 16 px (8 um at
+0.5 um/px, so the tissue within about 20 um counts) marks the cell-dense
+compartment: the tissue whose smoothed density is above the 60th percentile
+of the slide's tissue, with a soft edge (the basal epidermis and the dense
+cell clusters of the sample). Inside it,
 the cells turn DAB-brown (DAB density H + E); everywhere the nuclei keep
 their hematoxylin and eosin goes, as in an IHC with a hematoxylin
 counterstain. The compartment is computed once on the whole slide (the
