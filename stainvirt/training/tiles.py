@@ -169,14 +169,9 @@ def _read_all(
     build = cache.with_name(f".{cache.name}.tmp-{os.getpid()}") if cache else None
     if build:
         _remove_stale_builds(cache)
-        try:
-            build.mkdir(parents=True)
-        except OSError as exc:
-            raise StainvirtError(
-                f"{build.parent}: cannot write the unpacked copy of the data set "
-                f"({exc.strerror}); free space there, or pass a larger --memory-mb"
-            ) from exc
     try:
+        if build:
+            build.mkdir(parents=True)
         for split in SPLITS:
             sink = build / f"{split}.raw" if build and split.startswith("train") else None
             shape, kept, first = _pass_split(files, headers, split, domains[split[-1]], digest,
