@@ -125,18 +125,18 @@ def write_data(out: Path, seed: int, pairs: bool = False) -> dict[str, np.ndarra
     them, so the model sees the context the mapping saw.
     """
     canvas, where = mosaic()
-    maps = {"target": context_map(canvas), "everywhere": marker(canvas, 1.0),
+    maps = {"A": canvas, "target": context_map(canvas), "everywhere": marker(canvas, 1.0),
             "nowhere": marker(canvas, 0.0)}
     held = [i % 5 == 2 for i in range(len(where))]
     train = [w for w, h in zip(where, held, strict=True) if not h]
     test_at = [w for w, h in zip(where, held, strict=True) if h]
     order = np.random.default_rng(seed).permutation(len(train))
-    half = 0 if pairs else len(train) // 2
-    train_a = np.stack([cut(canvas, *train[i]) for i in order[half:]])
-    train_b = np.stack([cut(maps["target"], *train[i]) for i in (order if pairs else order[:half])])
+    half = len(train) // 2
+    a_tiles, b_tiles = (order, order) if pairs else (order[half:], order[:half])
+    train_a = np.stack([cut(canvas, *train[i]) for i in a_tiles])
+    train_b = np.stack([cut(maps["target"], *train[i]) for i in b_tiles])
     framed = np.pad(canvas, ((MARGIN, MARGIN), (MARGIN, MARGIN), (0, 0)), constant_values=240)
     test = {name: np.stack([cut(m, y, x) for y, x in test_at]) for name, m in maps.items()}
-    test["A"] = np.stack([cut(canvas, y, x) for y, x in test_at])
     test["A_framed"] = np.stack([cut(framed, y + MARGIN, x + MARGIN, MARGIN) for y, x in test_at])
     registered = {"train_pairs": np.stack([np.arange(len(train))] * 2, 1).astype(np.int32)}
     np.savez_compressed(out, trainA=train_a, trainB=train_b, testA=test["A"],
@@ -154,7 +154,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0, help="seeds the A/B split and the run")
     p.add_argument("--pairs", action="store_true",
                    help="train on registered pairs (every training tile in both domains; "
-                        "use with --preset paired)")
+                        "use with --preset paired or paired-context)")
     p.add_argument("--figure", type=Path, help="also draw the first test tiles of each row here")
     args = p.parse_args()
 
