@@ -17,7 +17,9 @@ so every tile follows one rule and no tile edge leaks into the mapping.
 
 Every fifth tile of the slide is held out for the test; the other 20 are
 split at random (seeded) into A and B halves, so A and B come from different
-tissue (unpaired); with --pairs all 20 go to both domains as registered pairs.
+tissue (unpaired); with --pairs all 20 go to both domains as registered pairs,
+and with --misregister each B partner is then shifted by 2-5 px and rotated by
+-3..3 degrees against its A tile, as adjacent sections are.
 The recipe trains for at most --minutes; G_AB then
 translates each held-out tile with a 32 px margin of the slide around it (cut
 away after), scored against the mapping: PSNR, SSIM (skimage, uint8, 7x7) and
@@ -31,6 +33,7 @@ fitted on the B training tiles.
     python bench/learns_context.py                     # cpu preset, 15-minute budget
     python bench/learns_context.py --figure ctx.png    # and draw test tiles per row
     python bench/learns_context.py --preset paired-context --pairs
+    python bench/learns_context.py --preset paired-context --pairs --misregister
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ from learns import (  # noqa: E402
     to_rgb,
     translate,
 )
-from learns_paired import scores  # noqa: E402
+from learns_paired import misregister, scores  # noqa: E402
 from scipy.ndimage import gaussian_filter  # noqa: E402
 from skimage.color import hed2rgb, rgb2hed  # noqa: E402
 
@@ -116,12 +119,15 @@ def cut(image: np.ndarray, y: int, x: int, margin: int = 0) -> np.ndarray:
     return image[y - margin : y + TILE + margin, x - margin : x + TILE + margin]
 
 
-def write_data(out: Path, seed: int, pairs: bool = False) -> dict[str, np.ndarray]:
+def write_data(
+    out: Path, seed: int, pairs: bool = False, misregistered: bool = False
+) -> dict[str, np.ndarray]:
     """The unpaired data set (A: H&E tiles; B: the mapping of other tiles) and the test set.
 
     Every fifth tile of the slide is held out for the test; the rest are split at
     random (seeded) into A and B halves, or with ``pairs`` all of them go to both
-    domains as registered pairs. Test inputs carry a margin of the slide around
+    domains as registered pairs (``misregistered``: each B partner shifted and
+    rotated by a few pixels). Test inputs carry a margin of the slide around
     them, so the model sees the context the mapping saw.
     """
     canvas, where = mosaic()
@@ -135,6 +141,9 @@ def write_data(out: Path, seed: int, pairs: bool = False) -> dict[str, np.ndarra
     a_tiles, b_tiles = (order, order) if pairs else (order[half:], order[:half])
     train_a = np.stack([cut(canvas, *train[i]) for i in a_tiles])
     train_b = np.stack([cut(maps["target"], *train[i]) for i in b_tiles])
+    if misregistered:
+        rng = np.random.default_rng(seed)
+        train_b = np.stack([misregister(tile, rng) for tile in train_b])
     framed = np.pad(canvas, ((MARGIN, MARGIN), (MARGIN, MARGIN), (0, 0)), constant_values=240)
     test = {name: np.stack([cut(m, y, x) for y, x in test_at]) for name, m in maps.items()}
     test["A_framed"] = np.stack([cut(framed, y + MARGIN, x + MARGIN, MARGIN) for y, x in test_at])
@@ -155,8 +164,13 @@ def main() -> None:
     p.add_argument("--pairs", action="store_true",
                    help="train on registered pairs (every training tile in both domains; "
                         "use with --preset paired or paired-context)")
+    p.add_argument("--misregister", action="store_true",
+                   help="with --pairs: shift each B partner by 2-5 px and rotate it by -3..3 "
+                        "degrees, as adjacent sections are")
     p.add_argument("--figure", type=Path, help="also draw the first test tiles of each row here")
     args = p.parse_args()
+    if args.misregister and not args.pairs:
+        p.error("--misregister needs --pairs")
 
     from stainvirt.training.trainer import train
 
@@ -164,7 +178,7 @@ def main() -> None:
     cfg = preset(args.preset, seed=args.seed, **overrides)
     with tempfile.TemporaryDirectory(prefix="learns-context-") as tmp:
         data = Path(tmp) / "context.npz"
-        test = write_data(data, args.seed, args.pairs)
+        test = write_data(data, args.seed, args.pairs, args.misregister)
         reinhard = ReinhardTransfer().fit(iter(test["trainB"]))
         rows = {
             "identity": test["A"],
@@ -180,8 +194,9 @@ def main() -> None:
         rows["trained G_AB"] = framed[:, MARGIN:-MARGIN, MARGIN:-MARGIN]
 
     changed = ", ".join(f"{k}={v}" for k, v in overrides.items()) or "none"
-    print(f"\npreset {args.preset} (overrides: {changed}), seed {args.seed}, "
-          f"{'registered pairs' if args.pairs else 'unpaired'}: "
+    data_kind = "unpaired" if not args.pairs else (
+        "misregistered pairs" if args.misregister else "registered pairs")
+    print(f"\npreset {args.preset} (overrides: {changed}), seed {args.seed}, {data_kind}: "
           f"{result.steps_done} steps in {minutes:.1f} min, stopped: {result.stopped}")
     print(f"test: {len(test['A'])} H&E tiles of {TILE} px against the context mapping")
     print(f"{'':32}{'PSNR (dB)':>10}{'SSIM':>8}{'DAB r':>8}{'sharp':>8}")
