@@ -58,6 +58,11 @@ class Config:
     )
     ndf: int = _field(64, "filters in the discriminators' first layer")
     n_layers_d: int = _field(3, "strided layers of the PatchGAN (3: 70x70 receptive field)")
+    norm_d: str = _field(
+        "instance", "normalisation in the PatchGAN: instance (reference) or none (small crops: "
+                    "instance norm over the few positions left after its strides erases colour)",
+        choices=("instance", "none"),
+    )
 
     # Losses
     lambda_adversarial: float = _field(
@@ -80,6 +85,12 @@ class Config:
         0.0, "weight of each generator's structure-consistency loss: 1 minus the local "
              "correlation (SSIM's structure term) of its input's and output's grey levels, "
              "so brightness and colour may change but tissue stays where it is (0: off)"
+    )
+    structure_channel: str = _field(
+        "grey", "what the structure loss compares: grey levels (any domains), or the "
+                "hematoxylin optical density (RGB stains that share a hematoxylin counterstain, "
+                "as H&E and most IHC: the nuclei stay, the eosin may go)",
+        choices=("grey", "hematoxylin"),
     )
 
     # Optimisation
@@ -211,6 +222,9 @@ def _validate(cfg: Config) -> None:
     # The structure loss compares 11x11 windows (stainvirt.training.structure.WINDOW).
     if cfg.lambda_structure > 0 and cfg.image_size < 11:
         fail(f"lambda_structure needs crops of at least 11 px, not {cfg.image_size}")
+    if cfg.structure_channel == "hematoxylin" and (cfg.channels_a, cfg.channels_b) != (3, 3):
+        fail("structure_channel hematoxylin compares stains of RGB images; these domains have "
+             f"{cfg.channels_a} and {cfg.channels_b} channels (use grey)")
     min_size = min_image_size(cfg)
     if cfg.image_size < min_size or cfg.image_size % size_multiple(cfg):
         fail(

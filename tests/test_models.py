@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from stainvirt.config import Config, preset
+from stainvirt.errors import StainvirtError
 from stainvirt.models import (
     ReflectionPadding2D,
     ResidualTanh,
@@ -50,6 +51,16 @@ def test_patchgan_has_the_reference_parameter_count_and_30x30_output():
     d = build_discriminator(Config(), name="D_A")
     assert d.count_params() == 2_764_737
     assert d.compute_output_shape((1, 256, 256, 3)) == (1, 30, 30, 1)
+
+
+def test_patchgan_without_normalisation_keeps_its_weights_and_drops_only_the_norms():
+    plain = build_discriminator(Config(norm_d="none"), name="D_B")
+    assert plain.count_params() == 2_764_737  # instance norm has no weights to lose
+    kinds = {type(layer).__name__ for layer in plain.layers}
+    assert "GroupNormalization" not in kinds
+    assert "GroupNormalization" in {type(x).__name__ for x in build_discriminator(Config()).layers}
+    with pytest.raises(StainvirtError, match="norm_d must be instance or none"):
+        Config(norm_d="batch")
 
 
 def test_patchgan_forward_at_256_gives_30x30_scores():

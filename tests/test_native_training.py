@@ -18,7 +18,12 @@ from stainvirt.models import build_generator
 from stainvirt.rundir import RunDir
 from stainvirt.training.data import UnpairedSampler, make_dataset, resize
 from stainvirt.training.figures import save_sample_grid
-from stainvirt.training.structure import grey, structure_loss, structure_similarity
+from stainvirt.training.structure import (
+    grey,
+    hematoxylin,
+    structure_loss,
+    structure_similarity,
+)
 from stainvirt.training.trainer import train
 
 
@@ -205,6 +210,31 @@ def test_structure_similarity_ignores_brightness_and_contrast_not_structure():
     # A recoloured RGB translation of a grey image keeps its structure.
     tinted = np.concatenate([0.9 * x, 0.5 * x + 0.2, 0.3 * x + 0.6], axis=-1)
     assert float(structure_loss(2 * x - 1, 2 * tinted - 1)) == pytest.approx(0.0, abs=1e-4)
+
+
+def test_hematoxylin_structure_lets_the_eosin_go_and_a_marker_come_but_not_the_nuclei_move():
+    from skimage.color import hed2rgb, rgb2hed
+
+    # Optical densities of real stained tissue: well above black.
+    h, e, dab = (0.3 * _texture(seed, (1, 48, 48, 1))[0, ..., 0] for seed in (3, 4, 5))
+    he = hed2rgb(np.stack([h, e, 0 * h], -1))[None].astype(np.float32)
+    # An IHC of the same section: the hematoxylin stays, the eosin goes, DAB comes.
+    ihc = hed2rgb(np.stack([h, 0 * h, dab], -1))[None].astype(np.float32)
+    faded = hed2rgb(np.stack([0.6 * h, 0 * h, dab], -1))[None].astype(np.float32)
+    np.testing.assert_allclose(  # the colour deconvolution is skimage's, up to scale
+        np.corrcoef(keras.ops.convert_to_numpy(hematoxylin(he)).ravel(),
+                    rgb2hed(he[0])[..., 0].ravel())[0, 1], 1.0, atol=1e-6)
+    kept = float(structure_loss(2 * he - 1, 2 * ihc - 1, "hematoxylin"))
+    assert kept < 0.05
+    assert float(structure_loss(2 * he - 1, 2 * ihc - 1, "grey")) > kept + 0.3
+    # A lighter counterstain costs a little (SSIM's contrast term).
+    assert kept < float(structure_loss(2 * he - 1, 2 * faded - 1, "hematoxylin")) < 0.2
+    moved = float(structure_loss(2 * he - 1, np.roll(2 * ihc - 1, 4, axis=2), "hematoxylin"))
+    assert moved > 0.4
+    # Unlike a correlation, it does not take a blank output for a perfect one.
+    assert float(structure_loss(2 * he - 1, np.ones_like(he), "hematoxylin")) > 0.5
+    with pytest.raises(StainvirtError, match="structure_channel hematoxylin .* 1 and 3 channels"):
+        tiny(channels_a=1, structure_channel="hematoxylin")
 
 
 def test_grey_levels_of_1_3_and_n_channels():

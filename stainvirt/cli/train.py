@@ -36,7 +36,9 @@ Structure consistency: --lambda-structure W adds, per generator, W times one
 minus the local correlation (SSIM's structure term) of the grey levels of its
 input and output. Brightness, contrast and colour may change; structure may
 not move or vanish: nuclei stay where they are, and a label-free domain
-(phase, autofluorescence, X-ray CT) keeps its anatomy.
+(phase, autofluorescence, X-ray CT) keeps its anatomy. Between H&E and an IHC
+with a hematoxylin counterstain, --structure-channel hematoxylin compares the
+hematoxylin optical density instead, so the eosin may go but no nucleus may.
 
 Label-free domains: the channel count, pixel type and intensity range of each
 domain come from the data set (prepare records them); a run keeps them, and

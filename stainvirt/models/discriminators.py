@@ -49,7 +49,8 @@ def build_discriminator(cfg: Config, name: str = "D_A") -> keras.Model:
             kernel_init=init(),
             name=f"c{n + 1}",
         )
-        x = instance_norm(f"c{n + 1}_norm")(x)
+        if cfg.norm_d == "instance":
+            x = instance_norm(f"c{n + 1}_norm")(x)
         x = keras.layers.LeakyReLU(0.2, name=f"c{n + 1}_lrelu")(x)
     x = padded_conv(x, 1, 4, 1, pad=1, reflect=False, kernel_init=init(), name="score")
     # float32 scores keep the squared-error loss accurate under mixed precision.

@@ -148,9 +148,9 @@ class CycleGAN(keras.Model):
             else:
                 losses["G_AB_pair"] = losses["G_BA_pair"] = ops.zeros(())
             if cfg.lambda_structure > 0:
-                weight = cfg.lambda_structure
-                losses["G_AB_struct"] = structure_loss(real_a, fake_b) * weight
-                losses["G_BA_struct"] = structure_loss(real_b, fake_a) * weight
+                weight, view = cfg.lambda_structure, cfg.structure_channel
+                losses["G_AB_struct"] = structure_loss(real_a, fake_b, view) * weight
+                losses["G_BA_struct"] = structure_loss(real_b, fake_a, view) * weight
             losses["G"] = ops.sum(ops.stack([losses[k] for k in self.loss_names[3:]]))
             pooled_b = self.pool_B.query(fake_b, step)
             pooled_a = self.pool_A.query(fake_a, step)
