@@ -59,8 +59,8 @@ class Config:
     ndf: int = _field(64, "filters in the discriminators' first layer")
     n_layers_d: int = _field(3, "strided layers of the PatchGAN (3: 70x70 receptive field)")
     norm_d: str = _field(
-        "instance", "normalisation in the PatchGAN: instance (reference) or none (small crops: "
-                    "instance norm over the few positions left after its strides erases colour)",
+        "instance", "normalisation in the PatchGAN: instance (reference) or none (on small "
+                    "crops instance norm averages over only the few positions its strides leave)",
         choices=("instance", "none"),
     )
 
