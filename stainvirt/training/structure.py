@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 from keras import ops
+from skimage.color import hed_from_rgb
 
 WINDOW = 11
 """Side of the Gaussian window (sigma 1.5) the local statistics are taken over."""
@@ -39,8 +40,8 @@ C2 = 0.03**2
 C3 = C2 / 2
 """SSIM's stabiliser of the structure term."""
 LUMINANCE = (0.299, 0.587, 0.114)
-HEMATOXYLIN = (1.87798274, -0.06590806, -0.60190736)
-"""Hematoxylin column of Ruifrok & Johnston's inverse stain matrix (skimage's hed_from_rgb)."""
+HEMATOXYLIN = tuple(float(weight) for weight in hed_from_rgb[:, 0])
+"""Hematoxylin column of Ruifrok & Johnston's inverse stain matrix."""
 
 
 def grey(images: Any) -> Any:
@@ -102,11 +103,10 @@ def structure_loss(source: Any, translated: Any, channel: str = "grey") -> Any:
         translated: Its output (any channel count).
         channel: ``"grey"`` or ``"hematoxylin"``.
     """
+    view = hematoxylin if channel == "hematoxylin" else grey
+    var_x, var_y, cov = _local_moments(view(_unit(source)), view(_unit(translated)))
     if channel == "hematoxylin":
-        var_x, var_y, cov = _local_moments(hematoxylin(_unit(source)),
-                                           hematoxylin(_unit(translated)))
         return 1.0 - ops.mean((2 * cov + C2) / (var_x + var_y + C2))
-    var_x, var_y, cov = _local_moments(grey(_unit(source)), grey(_unit(translated)))
     return 1.0 - ops.mean((cov * cov + C3**2) / (var_x * var_y + C3**2))
 
 
