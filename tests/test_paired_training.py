@@ -112,3 +112,16 @@ def test_a_paired_loss_without_pairs_is_a_clear_error(data_path, tmp_path):
                                              r"prepare it with --paired"):
         train(data_path, tmp_path / "run", tiny(), verbose=0)
     assert preset("paired").lambda_paired > 0 and preset("paired-context").lambda_paired > 0
+
+
+def test_the_context_preset_trains_its_unet_on_pairs(paired_data, tmp_path):
+    # The preset's recipe at a size the test tiles hold, with few filters and steps.
+    cfg = preset("paired-context", image_size=64, ngf=4, ndf=4, steps_per_epoch=2, epochs=1,
+                 epochs_decay=0)
+    result = train(paired_data, tmp_path / "run", cfg, verbose=0)
+    run = RunDir(tmp_path / "run")
+    assert result.steps_done == 2 and run.load_config().generator == "unet"
+    g = run.load_generator("A2B")
+    assert any(layer.name.endswith("_skip") for layer in g.layers)
+    assert g(np.zeros((1, 96, 128, 3), "float32")).shape == (1, 96, 128, 3)
+    assert all(np.isfinite(row["G_AB_pair"]) and row["G_AB_pair"] > 0 for row in run.read_history())

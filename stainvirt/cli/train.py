@@ -19,9 +19,9 @@ decaying learning rate.
 
 Presets: 'cpu' (default: fits 2 CPU cores, learns a colour mapping in minutes),
 'paired' (the cpu recipe plus supervision from registered pairs: a data set
-prepared with --paired), 'paired-context' (paired, with crops and a generator
-that see the tissue around a cell: for a marker that stains one compartment
-and not another, as cytokeratin does), 'paper' (the reference CycleGAN
+prepared with --paired), 'paired-context' (paired, with 96 px crops and a
+U-Net that see the tissue around a cell: for a marker that stains one
+compartment and not another, as cytokeratin does), 'paper' (the reference CycleGAN
 settings, for a GPU), 'tiny' (smoke tests). Every config field can be
 overridden with its own option.
 
