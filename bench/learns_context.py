@@ -34,6 +34,7 @@ fitted on the B training tiles.
     python bench/learns_context.py --figure ctx.png    # and draw test tiles per row
     python bench/learns_context.py --preset paired-context --pairs
     python bench/learns_context.py --preset paired-context --pairs --misregister
+    python bench/learns_context.py --check-metric      # how close a DAB r of 0.8 is
 """
 
 from __future__ import annotations
@@ -168,7 +169,13 @@ def main() -> None:
                    help="with --pairs: shift each B partner by 2-5 px and rotate it by -3..3 "
                         "degrees, as adjacent sections are")
     p.add_argument("--figure", type=Path, help="also draw the first test tiles of each row here")
+    p.add_argument("--check-metric", action="store_true",
+                   help="train nothing: score the target against slightly changed copies of "
+                        "itself, to show how close an output must be for a given DAB r")
     args = p.parse_args()
+    if args.check_metric:
+        check_metric(args.seed)
+        return
     if args.misregister and not args.pairs:
         p.error("--misregister needs --pairs")
 
@@ -199,12 +206,39 @@ def main() -> None:
     print(f"\npreset {args.preset} (overrides: {changed}), seed {args.seed}, {data_kind}: "
           f"{result.steps_done} steps in {minutes:.1f} min, stopped: {result.stopped}")
     print(f"test: {len(test['A'])} H&E tiles of {TILE} px against the context mapping")
-    print(f"{'':32}{'PSNR (dB)':>10}{'SSIM':>8}{'DAB r':>8}{'sharp':>8}")
-    for name, predicted in rows.items():
-        db, sim, dab, sharp, _ = scores(predicted, test["target"])
-        print(f"{name:32}{db:10.2f}{sim:8.3f}{dab:8.3f}{sharp:8.3f}")
+    print_scores(rows, test["target"])
     if args.figure:
         draw(args.figure, {"H&E": test["A"], "target (context)": test["target"], **rows})
+
+
+def print_scores(rows: dict[str, np.ndarray], target: np.ndarray) -> None:
+    """One line of PSNR, SSIM, DAB r and sharpness against ``target`` per row."""
+    print(f"{'':32}{'PSNR (dB)':>10}{'SSIM':>8}{'DAB r':>8}{'sharp':>8}")
+    for name, predicted in rows.items():
+        db, sim, dab, sharp, _ = scores(predicted, target)
+        print(f"{name:32}{db:10.2f}{sim:8.3f}{dab:8.3f}{sharp:8.3f}")
+
+
+def check_metric(seed: int) -> None:
+    """Score the test target against copies of itself changed by less than a model's error."""
+    with tempfile.TemporaryDirectory(prefix="learns-context-") as tmp:
+        test = write_data(Path(tmp) / "context.npz", seed)
+    target = test["target"]
+    rng = np.random.default_rng(seed)
+
+    def as_uint8(images: np.ndarray) -> np.ndarray:
+        return np.clip(images, 0, 255).round().astype(np.uint8)
+
+    rows = {
+        "noise, 2 grey levels": as_uint8(target + rng.normal(0, 2, target.shape)),
+        "noise, 4 grey levels": as_uint8(target + rng.normal(0, 4, target.shape)),
+        "blur, sigma 0.7 px": as_uint8(
+            np.stack([gaussian_filter(t.astype(float), (0.7, 0.7, 0)) for t in target])),
+        "shift by 1 px": np.roll(target, 1, axis=2),
+        "marker everywhere (per pixel)": test["everywhere"],
+    }
+    print(f"the context mapping's {len(target)} test tiles against changed copies of themselves")
+    print_scores(rows, target)
 
 
 def draw(path: Path, rows: dict[str, np.ndarray], tiles: int = 4) -> None:
