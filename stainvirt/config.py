@@ -186,7 +186,6 @@ PRESETS["paired"] = {**PRESETS["cpu"], "lambda_paired": 10.0}
 # against 22.0 / 0.51 with a six-block ResNet on the same crops).
 PRESETS["paired-context"] = {
     **PRESETS["paired"], "image_size": 96, "batch_size": 1, "generator": "unet",
-    "epochs": 15, "epochs_decay": 15,
 }
 
 
