@@ -18,6 +18,8 @@ cycle-consistency L1 and identity L1; Adam with a constant, then linearly
 decaying learning rate.
 
 Presets: 'cpu' (default: fits 2 CPU cores, learns a colour mapping in minutes),
+'context' (unpaired, with 96 px crops and a U-Net that see the tissue around a
+cell; the demo's),
 'paired' (the cpu recipe plus supervision from registered pairs: a data set
 prepared with --paired), 'paired-context' (paired, with 96 px crops and a
 U-Net that see the tissue around a cell: for a marker that stains one
