@@ -58,7 +58,7 @@ demo: $(VENV)/.installed ## prepare -> train a few minutes -> translate -> figur
 	@echo "  $(OUT)/demo/B2A_figure.png   IHC -> virtual H&E -> back to IHC"
 	@echo "  runs/demo/                   the run: a sample grid per epoch, the loss curves, the models"
 	@echo "  $(OUT)/demo/A2B/, B2A/       the translated test images"
-	@echo "Running 'make demo' again trains runs/demo $(DEMO_MINUTES) more minutes."
+	@echo "If training stopped at the time budget, 'make demo' again resumes runs/demo."
 
 prepare-data: $(VENV)/.installed ## pack A/B images into $(DATA) (default: the bundled sample)
 	$(BIN)/stainvirt prepare --a $(A) --b $(B) $(PREPARE_ARGS) --out $(DATA)
