@@ -179,7 +179,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 # without instance norm, and half the learning rates (at cpu's it collapsed on
 # bench/learns.py). learns.py 24.8 dB (cpu: 22.3); bench/learns_context.py: the
 # marker in place (DAB r 0.55) but 0.4 dB below "no marker". On the bundled sample
-# the epidermis turns brown and the stroma pale, where cpu leaves a tint: the demo's.
+# the epidermis turns brown and the dermis light tan, where cpu leaves a pink tint:
+# the demo trains it.
 PRESETS["context"] = {
     **PRESETS["cpu"], "generator": "unet", "image_size": 96, "batch_size": 1,
     "norm_d": "none", "lr": 5e-4, "lr_d": 2.5e-4,

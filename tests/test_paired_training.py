@@ -114,7 +114,6 @@ def test_a_paired_loss_without_pairs_is_a_clear_error(data_path, tmp_path):
     assert preset("paired").lambda_paired > 0 and preset("paired-context").lambda_paired > 0
 
 
-
 @pytest.mark.parametrize("name", ["paired-context", "context"])
 def test_the_context_presets_train_their_unet(name, paired_data, tmp_path):
     # Each preset's recipe at a size the test tiles hold, with few filters and steps
