@@ -224,16 +224,12 @@ def check_metric(seed: int) -> None:
     with tempfile.TemporaryDirectory(prefix="learns-context-") as tmp:
         test = write_data(Path(tmp) / "context.npz", seed)
     target = test["target"]
+    unit = target / 255.0
     rng = np.random.default_rng(seed)
-
-    def as_uint8(images: np.ndarray) -> np.ndarray:
-        return np.clip(images, 0, 255).round().astype(np.uint8)
-
     rows = {
-        "noise, 2 grey levels": as_uint8(target + rng.normal(0, 2, target.shape)),
-        "noise, 4 grey levels": as_uint8(target + rng.normal(0, 4, target.shape)),
-        "blur, sigma 0.7 px": as_uint8(
-            np.stack([gaussian_filter(t.astype(float), (0.7, 0.7, 0)) for t in target])),
+        "noise, 2 grey levels": to_rgb(unit + rng.normal(0, 2 / 255, target.shape)),
+        "noise, 4 grey levels": to_rgb(unit + rng.normal(0, 4 / 255, target.shape)),
+        "blur, sigma 0.7 px": to_rgb(gaussian_filter(unit, (0, 0.7, 0.7, 0))),
         "shift by 1 px": np.roll(target, 1, axis=2),
         "marker everywhere (per pixel)": test["everywhere"],
     }
