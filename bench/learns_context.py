@@ -69,7 +69,6 @@ from skimage.color import hed2rgb, rgb2hed  # noqa: E402
 
 from stainvirt.config import PRESETS, preset  # noqa: E402
 from stainvirt.evaluate.baselines import ReinhardTransfer  # noqa: E402
-from stainvirt.evaluate.metrics import dab_dice  # noqa: E402
 from stainvirt.io.images import list_images, read_image  # noqa: E402
 from stainvirt.rundir import RunDir  # noqa: E402
 from stainvirt.tissue import tissue_mask  # noqa: E402
@@ -219,8 +218,7 @@ def print_scores(rows: dict[str, np.ndarray], target: np.ndarray) -> None:
     """One line of PSNR, SSIM, DAB r, DAB Dice and sharpness against ``target`` per row."""
     print(f"{'':32}{'PSNR (dB)':>10}{'SSIM':>8}{'DAB r':>8}{'Dice':>8}{'sharp':>8}")
     for name, predicted in rows.items():
-        db, sim, dab, sharp, _ = scores(predicted, target)
-        overlap = np.mean([dab_dice(p, t) for p, t in zip(predicted, target, strict=True)])
+        db, sim, dab, overlap, sharp, _ = scores(predicted, target)
         print(f"{name:32}{db:10.2f}{sim:8.3f}{dab:8.3f}{overlap:8.3f}{sharp:8.3f}")
 
 

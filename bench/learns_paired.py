@@ -54,7 +54,7 @@ from PIL import Image  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
 from stainvirt.config import preset  # noqa: E402
-from stainvirt.evaluate.metrics import psnr, ssim, stain_correlation  # noqa: E402
+from stainvirt.evaluate.metrics import paired_metrics  # noqa: E402
 from stainvirt.io.images import list_images, read_image  # noqa: E402
 from stainvirt.prepare import prepare  # noqa: E402
 from stainvirt.rundir import RunDir  # noqa: E402
@@ -119,15 +119,16 @@ def detail(tiles: np.ndarray) -> float:
     return float(np.mean([np.abs(ndimage.laplace(g, mode="reflect")).mean() for g in grey]))
 
 
-def scores(pred: np.ndarray, target: np.ndarray) -> tuple[float, float, float, float, int]:
-    """PSNR, SSIM, nan-aware DAB r, sharpness ratio, and the tiles where r is undefined."""
-    pairs = list(zip(pred, target, strict=True))
-    r = np.array([stain_correlation(p, t, "dab") for p, t in pairs])
+def scores(pred: np.ndarray, target: np.ndarray) -> tuple[float, float, float, float, float, int]:
+    """PSNR, SSIM, nan-aware DAB r, DAB Dice, sharpness ratio, tiles where r is undefined."""
+    per_tile = [paired_metrics(p, t, "A2B") for p, t in zip(pred, target, strict=True)]
+    r = np.array([m["dab_corr"] for m in per_tile])
     dab = float(np.nanmean(r)) if np.isfinite(r).any() else float("nan")
     return (
-        float(np.mean([psnr(p, t) for p, t in pairs])),
-        float(np.mean([ssim(p, t) for p, t in pairs])),
+        float(np.mean([m["psnr"] for m in per_tile])),
+        float(np.mean([m["ssim"] for m in per_tile])),
         dab,
+        float(np.mean([m["dab_dice"] for m in per_tile])),
         detail(pred) / detail(target),
         int(np.isnan(r).sum()),
     )
@@ -174,7 +175,7 @@ def main() -> None:
     print(f"\nseed {args.seed}, {2 * args.epochs * 100} steps per variant; test: {len(test_a)} "
           f"H&E tiles of {TILE} px against their pixel-exact stain mapping")
     print(f"{'':34}{'PSNR (dB)':>10}{'SSIM':>8}{'DAB r':>8}{'sharp':>8}{'min':>7}")
-    for name, (db, sim, dab, sharp, undefined, minutes) in rows.items():
+    for name, (db, sim, dab, _, sharp, undefined, minutes) in rows.items():
         note = f"  ({undefined} tiles: DAB r undefined)" if undefined else ""
         took = f"{minutes:7.1f}" if minutes is not None else f"{'':7}"
         print(f"{name:34}{db:10.2f}{sim:8.3f}{dab:8.3f}{sharp:8.3f}{took}{note}")
