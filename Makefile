@@ -22,7 +22,7 @@ TRAIN_ARGS ?= $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(MINUTES),--max-minutes $
 # Translation and evaluation use RUN, by default the run folder under runs/ trained last.
 RUN ?= $(shell $(BIN)/python -c 'from stainvirt.rundir import RunDir; r = RunDir.latest("runs"); print(r.path if r else "")' 2>/dev/null)
 OUT ?= out
-DEMO_MINUTES ?= 6
+DEMO_MINUTES ?= 7
 
 .DEFAULT_GOAL := help
 .PHONY: help setup gpu demo test prepare-data train translate evaluate notebooks notebooks-update lint clean

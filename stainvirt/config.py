@@ -177,10 +177,11 @@ PRESETS: dict[str, dict[str, Any]] = {
 # Unpaired, for a marker that depends on the tissue around a cell: the cpu recipe
 # with the U-Net on 96 px crops (its 3 x 3 bottom sees the whole crop), a PatchGAN
 # without instance norm, and half the learning rates (at cpu's it collapsed on
-# bench/learns.py; at 0.7 of them it painted the sample's dermis golden-brown).
+# bench/learns.py; at 0.7 of them seed 0 of bench/learns_context.py still missed
+# "no marker"; a cycle weight of 1 missed learns.py's 24 dB; bench/README.md).
 # learns.py 25.1 dB (cpu: 22.3); bench/learns_context.py, seeds 0 and 1: the marker
 # in place (DAB Dice 0.74 and 0.78), 0.35 dB below and 1.6 above "no marker". On the
-# bundled sample the epidermis turns brown and the dermis light tan, where cpu
+# bundled sample the epidermis turns brown and the dermis tan to golden, where cpu
 # leaves a pink tint: the demo trains it.
 PRESETS["context"] = {
     **PRESETS["cpu"], "generator": "unet", "image_size": 96, "batch_size": 1,
