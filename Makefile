@@ -39,8 +39,10 @@ $(VENV)/.installed: setup.py
 
 setup: $(VENV)/.installed ## create .venv and install stainvirt with its test tools
 
+# tensorflow-cpu and tensorflow install the same files: both go first, or removing one
+# (a reinstalled tensorflow-cpu, say) would delete files the other still claims.
 gpu: $(VENV)/.installed ## swap the CPU-only TensorFlow in .venv for the CUDA build (Linux)
-	$(BIN)/pip uninstall --quiet --yes tensorflow-cpu
+	$(BIN)/pip uninstall --quiet --yes tensorflow-cpu tensorflow
 	$(BIN)/pip install --quiet 'tensorflow[and-cuda]>=2.16,<3'
 	$(BIN)/python -c "import tensorflow as tf; print('GPUs:', tf.config.list_physical_devices('GPU'))"
 
