@@ -10,6 +10,7 @@ from conftest import save, tissue_image
 
 from stainvirt.config import preset
 from stainvirt.errors import StainvirtError
+from stainvirt.models import build_discriminator, build_generator
 from stainvirt.prepare import prepare
 from stainvirt.rundir import RunDir
 from stainvirt.training.cyclegan import pyramid_l1
@@ -105,6 +106,23 @@ def test_the_paired_loss_teaches_the_mapping(paired_data, tmp_path):
         fake = np.asarray(run.load_generator("A2B")(tile[None] / 127.5 - 1.0))[0]
         errors[weight] = float(np.abs(fake - (to_b(tile) / 127.5 - 1.0)).mean())
     assert errors[10.0] < errors[0.0]
+
+
+def test_a_supervised_only_run_leaves_the_discriminators_alone(paired_data, tmp_path):
+    """With no adversarial weight the discriminators are neither trained nor scored."""
+    cfg = tiny(lambda_adversarial=0.0, lambda_cycle=0.0, paired_levels=1, epochs=1,
+               epochs_decay=0, steps_per_epoch=3)
+    run = RunDir(tmp_path / "run")
+    assert train(paired_data, run.path, cfg, verbose=0).steps_done == 3
+    rows = run.read_history()
+    assert all(row["D_A"] == row["D_B"] == row["G_AB_adv"] == 0 for row in rows)
+    assert all(row["G"] == pytest.approx(row["G_AB_pair"] + row["G_BA_pair"]) for row in rows)
+    with h5py.File(run.state_path) as state:
+        for name in ("D_A", "D_B", "G_AB"):
+            initial = build_discriminator(cfg, name) if name != "G_AB" else build_generator(cfg)
+            same = [np.array_equal(state[name][f"{i:04d}"][()], np.asarray(w))
+                    for i, w in enumerate(initial.weights)]
+            assert all(same) == name.startswith("D"), name
 
 
 def test_a_paired_loss_without_pairs_is_a_clear_error(data_path, tmp_path):

@@ -114,10 +114,13 @@ class CycleGAN(keras.Model):
         ``(real_a, real_b, pair_a, pair_b)``: then each generator is also
         supervised by the other half of its pairs (:func:`pyramid_l1`). The
         identity loss needs both domains to have one channel count; between
-        others it is left out.
+        others it is left out. With ``lambda_adversarial=0`` (a supervised-only
+        ablation) the discriminators are neither run nor trained, and their
+        losses log as 0.
         """
         real_a, real_b, *pairs = data
         cfg = self.cfg
+        adversarial = cfg.lambda_adversarial > 0
         # Gradients from each replica are summed, so scale to the global mean.
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         step = self.g_optimizer.iterations
@@ -127,11 +130,15 @@ class CycleGAN(keras.Model):
             rec_a = self.G_BA(fake_b, training=True)
             rec_b = self.G_AB(fake_a, training=True)
             losses = {
-                "G_AB_adv": _mse(self.D_B(fake_b, training=True), 1.0) * cfg.lambda_adversarial,
-                "G_BA_adv": _mse(self.D_A(fake_a, training=True), 1.0) * cfg.lambda_adversarial,
                 "cycle_A": _l1(rec_a, real_a) * cfg.lambda_cycle,
                 "cycle_B": _l1(rec_b, real_b) * cfg.lambda_cycle,
             }
+            if adversarial:
+                weight = cfg.lambda_adversarial
+                losses["G_AB_adv"] = _mse(self.D_B(fake_b, training=True), 1.0) * weight
+                losses["G_BA_adv"] = _mse(self.D_A(fake_a, training=True), 1.0) * weight
+            else:
+                losses["G_AB_adv"] = losses["G_BA_adv"] = ops.zeros(())
             if cfg.lambda_identity > 0 and cfg.channels_a == cfg.channels_b:
                 weight = cfg.lambda_identity * cfg.lambda_cycle
                 losses["G_AB_idt"] = _l1(self.G_AB(real_b, training=True), real_b) * weight
@@ -152,16 +159,20 @@ class CycleGAN(keras.Model):
                 losses["G_AB_struct"] = structure_loss(real_a, fake_b, view) * weight
                 losses["G_BA_struct"] = structure_loss(real_b, fake_a, view) * weight
             losses["G"] = ops.sum(ops.stack([losses[k] for k in self.loss_names[3:]]))
-            pooled_b = self.pool_B.query(fake_b, step)
-            pooled_a = self.pool_A.query(fake_a, step)
-            losses["D_A"] = self._d_loss(self.D_A, real_a, pooled_a)
-            losses["D_B"] = self._d_loss(self.D_B, real_b, pooled_b)
+            if adversarial:
+                pooled_b = self.pool_B.query(fake_b, step)
+                pooled_a = self.pool_A.query(fake_a, step)
+                losses["D_A"] = self._d_loss(self.D_A, real_a, pooled_a)
+                losses["D_B"] = self._d_loss(self.D_B, real_b, pooled_b)
+            else:
+                losses["D_A"] = losses["D_B"] = ops.zeros(())
             # scale_loss is the identity unless mixed precision wraps the optimizer.
             g_loss = self.g_optimizer.scale_loss(losses["G"] / replicas)
             d_loss = self.d_optimizer.scale_loss((losses["D_A"] + losses["D_B"]) / replicas)
         g_vars, d_vars = self.generator_variables, self.discriminator_variables
         self.g_optimizer.apply(tape.gradient(g_loss, g_vars), g_vars)
-        self.d_optimizer.apply(tape.gradient(d_loss, d_vars), d_vars)
+        if adversarial:
+            self.d_optimizer.apply(tape.gradient(d_loss, d_vars), d_vars)
         del tape
         for name, tracker in self.trackers.items():
             tracker.update_state(losses[name])
