@@ -67,7 +67,7 @@ class Config:
     # Losses
     lambda_adversarial: float = _field(
         1.0, "weight of each generator's LSGAN loss (0 with --lambda-cycle 0 and "
-             "--lambda-paired: a supervised-only ablation)"
+             "--lambda-paired: a supervised-only ablation, which trains no discriminator)"
     )
     lambda_cycle: float = _field(10.0, "weight of each cycle-consistency L1 loss")
     lambda_identity: float = _field(0.5, "identity L1 weight, as a fraction of lambda_cycle")
