@@ -87,6 +87,16 @@ def scores(predicted: np.ndarray, target: np.ndarray) -> tuple[float, float]:
     )
 
 
+def draw_tiles(path: Path, rows: dict[str, np.ndarray], tiles: int = 4) -> None:
+    """One figure row per test tile, one column per entry of ``rows``, to compare by eye."""
+    from stainvirt.plotting import image_grid, save_figure
+
+    grid_rows = [[images[i] for images in rows.values()] for i in range(tiles)]
+    fig = image_grid(grid_rows, [list(rows)] * tiles, row_size=(2.2 * len(rows), 2.4),
+                     fontsize=7)
+    save_figure(fig, path)
+
+
 def add_set_option(p: argparse.ArgumentParser) -> None:
     """``--set FIELD=VALUE`` (repeatable): change config fields of the preset."""
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",

@@ -59,6 +59,7 @@ from learns import (  # noqa: E402
     TILE,
     add_keep_option,
     add_set_option,
+    draw_tiles,
     overrides_from,
     to_rgb,
     translate,
@@ -211,7 +212,8 @@ def main() -> None:
     print(f"test: {len(test['A'])} H&E tiles of {TILE} px against the context mapping")
     print_scores(rows, test["target"])
     if args.figure:
-        draw(args.figure, {"H&E": test["A"], "target (context)": test["target"], **rows})
+        shown = {name: tiles for name, tiles in rows.items() if name != "identity"}
+        draw_tiles(args.figure, {"H&E": test["A"], "target (context)": test["target"], **shown})
 
 
 def print_scores(rows: dict[str, np.ndarray], target: np.ndarray) -> None:
@@ -239,16 +241,6 @@ def check_metric(seed: int) -> None:
     }
     print(f"the context mapping's {len(target)} test tiles against changed copies of themselves")
     print_scores(rows, target)
-
-
-def draw(path: Path, rows: dict[str, np.ndarray], tiles: int = 4) -> None:
-    """One row per test tile, one column per method, so the stains can be compared by eye."""
-    from stainvirt.plotting import image_grid, save_figure
-
-    names = [n for n in rows if n != "identity"]
-    grid_rows = [[rows[n][i] for n in names] for i in range(tiles)]
-    fig = image_grid(grid_rows, [names] * tiles, row_size=(2.2 * len(names), 2.4), fontsize=7)
-    save_figure(fig, path)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ the inverted luminance of the H&E.
 
     python bench/learns_labelfree.py                  # the cpu preset's 3,000 steps per variant
     python bench/learns_labelfree.py --epochs 2       # a smoke run
+    python bench/learns_labelfree.py --figure lf.png  # and draw the virtual H&E
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
-from learns import SAMPLE, TILE  # noqa: E402
+from learns import SAMPLE, TILE, draw_tiles  # noqa: E402
 from PIL import Image  # noqa: E402
 from skimage.color import rgb2hed  # noqa: E402
 
@@ -128,6 +129,7 @@ def main() -> None:
                         "(default: the cpu preset's 15 + 15)")
     p.add_argument("--seed", type=int, default=0, help="seeds the A/B split and the runs")
     p.add_argument("--only", default="", help="comma-separated variant numbers (1-based)")
+    p.add_argument("--figure", type=Path, help="draw the test tiles coloured by each row here")
     args = p.parse_args()
 
     from stainvirt.training.trainer import train
@@ -175,6 +177,8 @@ def main() -> None:
     for name, predicted in a2b.items():
         db, sim = scores(predicted, grey, grey_domain)
         print(f"{name:32}{db:10.2f}{sim:8.3f}")
+    if args.figure:
+        draw_tiles(args.figure, {**b2a, "true H&E": truth["he"]})
 
 
 if __name__ == "__main__":
