@@ -83,8 +83,9 @@ class Config:
 
     lambda_structure: float = _field(
         0.0, "weight of each generator's structure-consistency loss: 1 minus the local "
-             "correlation (SSIM's structure term) of its input's and output's grey levels, "
-             "so brightness and colour may change but tissue stays where it is (0: off)"
+             "agreement (SSIM's contrast-structure term, squared) of its input's and output's "
+             "grey levels, so brightness, colour and polarity may change but tissue stays "
+             "where it is and does not fade (0: off)"
     )
     structure_channel: str = _field(
         "grey", "what the structure loss compares: grey levels (any domains), or the "

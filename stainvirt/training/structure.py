@@ -1,27 +1,30 @@
 """Structure consistency: a translation may change brightness and colour, not where tissue is.
 
-The structure term of SSIM (Wang et al. 2004) is the local Pearson correlation
-of two images. It ignores local brightness and contrast, so a stain that
-darkens, brightens or recolours tissue costs nothing, while moving or removing
-a nucleus, an edge or a cell does. Compared on grey levels, it holds a
-generator to its input's structure across domains of any channel count: the
-greyscale consistency of X-ray virtual histology, and nuclei that stay where
-they are from H&E to IHC.
+SSIM (Wang et al. 2004) compares two images window by window in three terms:
+luminance, contrast and structure (the local Pearson correlation). The loss
+keeps the last two: a stain that darkens or recolours tissue costs nothing, a
+change of contrast a little, and moving, removing or fading a nucleus, an edge
+or a cell a lot.
+Compared on grey levels, it holds a generator to its input's structure across
+domains of any channel count: the greyscale consistency of X-ray virtual
+histology, and nuclei that stay where they are from H&E to IHC.
 
-The loss takes the *square* of the local correlation: label-free images often
-have the opposite polarity of a stain (autofluorescent stroma is bright where
-eosin makes it dark; glass is black in fluorescence and white in brightfield),
-and which way round a region turns is for the adversarial loss to learn. Only
-whether the structure is there counts.
+On grey levels the loss takes the *square* of SSIM's contrast-structure term
+(``2 cov / (var_x + var_y)``, stabilised): label-free images often have the
+opposite polarity of a stain (autofluorescent stroma is bright where eosin
+makes it dark; glass is black in fluorescence and white in brightfield), and
+which way round a region turns is for the adversarial loss to learn. The
+contrast part keeps the structure from being hallucinated away: a squared
+correlation alone is as high for a flat window as for a faithful one, so
+fading a nucleus to nothing would cost nothing.
 
 Between two brightfield stains that share a hematoxylin counterstain (H&E and
 most IHC), the grey level is the wrong thing to hold: an IHC has lost the
 eosin, so its stroma is pale where the H&E's is pink and textured. Compared on
 the hematoxylin optical density instead (``channel="hematoxylin"``), the
 nuclei must stay where they are while the eosin may go and a marker may come.
-There the loss is SSIM's contrast-structure term, signed and not squared: the
-same stain keeps its sign, and a correlation alone would count a flat output
-(every nucleus gone) as perfect.
+There the contrast-structure term is signed, not squared: the same stain keeps
+its sign.
 """
 
 from __future__ import annotations
@@ -90,13 +93,14 @@ def structure_loss(source: Any, translated: Any, channel: str = "grey") -> Any:
     """1 - the mean local agreement of two batches in [-1, 1], on one channel.
 
     ``channel="grey"`` (:func:`grey`, any domains): per window
-    ``(cov^2 + C3^2) / (var_x var_y + C3^2)``, the squared correlation: 1 where
-    the translation's grey level is locally an affine function of the input's,
-    of either sign (and where both are flat), near 0 where they are unrelated.
+    ``(4 cov^2 + C2^2) / ((var_x + var_y)^2 + C2^2)``, SSIM's contrast-structure
+    term squared: 1 where the translation's grey level is the input's up to an
+    offset and a sign (and where both are flat), 0.78 at 0.6 of its contrast,
+    near 0 where they are unrelated or the output is flat.
     ``channel="hematoxylin"`` (:func:`hematoxylin`, RGB on both sides): per
-    window ``(2 cov + C2) / (var_x + var_y + C2)``, SSIM's contrast-structure
-    term: 1 where the hematoxylin is the same up to an offset, lower where it
-    fades (0.88 at 0.6 of its contrast), vanishes or moves.
+    window ``(2 cov + C2) / (var_x + var_y + C2)``, the same term signed: 1
+    where the hematoxylin is the same up to an offset, lower where it fades
+    (0.88 at 0.6 of its contrast), vanishes or moves.
 
     Args:
         source: A generator's input.
@@ -107,7 +111,8 @@ def structure_loss(source: Any, translated: Any, channel: str = "grey") -> Any:
     var_x, var_y, cov = _local_moments(view(_unit(source)), view(_unit(translated)))
     if channel == "hematoxylin":
         return 1.0 - ops.mean((2 * cov + C2) / (var_x + var_y + C2))
-    return 1.0 - ops.mean((cov * cov + C3**2) / (var_x * var_y + C3**2))
+    spread = var_x + var_y
+    return 1.0 - ops.mean((4 * cov * cov + C2**2) / (spread * spread + C2**2))
 
 
 def _local_moments(x: Any, y: Any) -> tuple[Any, Any, Any]:
