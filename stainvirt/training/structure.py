@@ -4,10 +4,9 @@ SSIM (Wang et al. 2004) compares two images window by window in three terms:
 luminance, contrast and structure (the local Pearson correlation). The loss
 keeps the last two: a stain that darkens or recolours tissue costs nothing, a
 change of contrast a little, and moving, removing or fading a nucleus, an edge
-or a cell a lot.
-Compared on grey levels, it holds a generator to its input's structure across
-domains of any channel count: the greyscale consistency of X-ray virtual
-histology, and nuclei that stay where they are from H&E to IHC.
+or a cell a lot. Compared on grey levels, it holds a generator to its input's
+structure across domains of any channel count: the greyscale consistency of
+X-ray virtual histology, and nuclei that stay where they are from H&E to IHC.
 
 On grey levels the loss takes the *square* of SSIM's contrast-structure term
 (``2 cov / (var_x + var_y)``, stabilised): label-free images often have the
