@@ -129,22 +129,18 @@ class CycleGAN(keras.Model):
             fake_a = self.G_BA(real_b, training=True)
             rec_a = self.G_BA(fake_b, training=True)
             rec_b = self.G_AB(fake_a, training=True)
-            losses = {
-                "cycle_A": _l1(rec_a, real_a) * cfg.lambda_cycle,
-                "cycle_B": _l1(rec_b, real_b) * cfg.lambda_cycle,
-            }
+            # A term the run leaves out logs as 0.
+            losses = dict.fromkeys(self.loss_names, ops.zeros(()))
+            losses["cycle_A"] = _l1(rec_a, real_a) * cfg.lambda_cycle
+            losses["cycle_B"] = _l1(rec_b, real_b) * cfg.lambda_cycle
             if adversarial:
                 weight = cfg.lambda_adversarial
                 losses["G_AB_adv"] = _mse(self.D_B(fake_b, training=True), 1.0) * weight
                 losses["G_BA_adv"] = _mse(self.D_A(fake_a, training=True), 1.0) * weight
-            else:
-                losses["G_AB_adv"] = losses["G_BA_adv"] = ops.zeros(())
             if cfg.lambda_identity > 0 and cfg.channels_a == cfg.channels_b:
                 weight = cfg.lambda_identity * cfg.lambda_cycle
                 losses["G_AB_idt"] = _l1(self.G_AB(real_b, training=True), real_b) * weight
                 losses["G_BA_idt"] = _l1(self.G_BA(real_a, training=True), real_a) * weight
-            else:
-                losses["G_AB_idt"] = losses["G_BA_idt"] = ops.zeros(())
             if pairs and cfg.lambda_paired > 0:
                 pair_a, pair_b = pairs
                 levels, weight = cfg.paired_levels, cfg.lambda_paired
@@ -152,23 +148,19 @@ class CycleGAN(keras.Model):
                                                  levels) * weight
                 losses["G_BA_pair"] = pyramid_l1(self.G_BA(pair_b, training=True), pair_a,
                                                  levels) * weight
-            else:
-                losses["G_AB_pair"] = losses["G_BA_pair"] = ops.zeros(())
             if cfg.lambda_structure > 0:
                 weight, view = cfg.lambda_structure, cfg.structure_channel
                 losses["G_AB_struct"] = structure_loss(real_a, fake_b, view) * weight
                 losses["G_BA_struct"] = structure_loss(real_b, fake_a, view) * weight
             losses["G"] = ops.sum(ops.stack([losses[k] for k in self.loss_names[3:]]))
+            # scale_loss is the identity unless mixed precision wraps the optimizer.
+            g_loss = self.g_optimizer.scale_loss(losses["G"] / replicas)
             if adversarial:
                 pooled_b = self.pool_B.query(fake_b, step)
                 pooled_a = self.pool_A.query(fake_a, step)
                 losses["D_A"] = self._d_loss(self.D_A, real_a, pooled_a)
                 losses["D_B"] = self._d_loss(self.D_B, real_b, pooled_b)
-            else:
-                losses["D_A"] = losses["D_B"] = ops.zeros(())
-            # scale_loss is the identity unless mixed precision wraps the optimizer.
-            g_loss = self.g_optimizer.scale_loss(losses["G"] / replicas)
-            d_loss = self.d_optimizer.scale_loss((losses["D_A"] + losses["D_B"]) / replicas)
+                d_loss = self.d_optimizer.scale_loss((losses["D_A"] + losses["D_B"]) / replicas)
         g_vars, d_vars = self.generator_variables, self.discriminator_variables
         self.g_optimizer.apply(tape.gradient(g_loss, g_vars), g_vars)
         if adversarial:
