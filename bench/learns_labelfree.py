@@ -27,7 +27,11 @@ mean H&E colour of each grey level, fitted on the A training tiles through the
 known mapping, which is the best any per-pixel colouring can do. For A -> B:
 the inverted luminance of the H&E.
 
-    python bench/learns_labelfree.py                  # the cpu preset's 3,000 steps per variant
+    python bench/learns_labelfree.py                  # the presets' 3,000 steps per variant
+    python bench/learns_labelfree.py --only 3,4       # the context preset, without and with
+                                                      # the structure loss
+    python bench/learns_labelfree.py --pairs --only 5 # registered pairs (the same section
+                                                      # imaged before and after staining)
     python bench/learns_labelfree.py --epochs 2       # a smoke run
     python bench/learns_labelfree.py --figure lf.png  # and draw the virtual H&E
 """
@@ -56,9 +60,12 @@ from stainvirt.prepare import prepare  # noqa: E402
 from stainvirt.rundir import RunDir  # noqa: E402
 from stainvirt.slide_tiles import grid  # noqa: E402
 
-VARIANTS = [
-    ("cpu preset", {}),
-    ("cpu + structure loss (1.0)", {"lambda_structure": 1.0}),
+VARIANTS = [  # (row name, preset, config overrides)
+    ("cpu preset", "cpu", {}),
+    ("cpu + structure loss (1.0)", "cpu", {"lambda_structure": 1.0}),
+    ("context preset", "context", {}),
+    ("context + structure loss (1.0)", "context", {"lambda_structure": 1.0}),
+    ("paired-context preset (pairs)", "paired-context", {}),
 ]
 
 
@@ -69,16 +76,22 @@ def label_free(rgb: np.ndarray) -> np.ndarray:
     return np.clip(np.round(grey), 0, 65535).astype(np.uint16)
 
 
-def write_folders(root: Path, seed: int) -> dict[str, np.ndarray]:
-    """Unpaired folders (A: H&E PNGs, B: greyscale PNGs) and the test tiles with their truths."""
+def write_folders(root: Path, seed: int, pairs: bool = False) -> dict[str, np.ndarray]:
+    """Folders (A: H&E PNGs, B: greyscale PNGs) and the test tiles with their truths.
+
+    Unpaired, A and B hold different halves of the training tiles (a seeded split);
+    with ``pairs`` every training tile is in both, alike named: registered pairs,
+    as the same section imaged label-free and again after staining.
+    """
     train = [read_image(f) for f in list_images(SAMPLE / "trainA")]
     order = np.random.default_rng(seed).permutation(len(train))
     half = len(train) // 2
+    a_tiles, b_tiles = (order, order) if pairs else (order[:half], order[half:])
     for name in ("trainA", "trainB", "testA", "testB"):
         (root / name).mkdir(parents=True)
-    for i in order[:half]:
+    for i in a_tiles:
         Image.fromarray(train[i]).save(root / "trainA" / f"tile{i:02d}.png")
-    for i in order[half:]:
+    for i in b_tiles:
         Image.fromarray(label_free(train[i])).save(root / "trainB" / f"tile{i:02d}.png")
     he = np.stack([image[y : y + TILE, x : x + TILE]
                    for image in map(read_image, list_images(SAMPLE / "testA"))
@@ -87,7 +100,7 @@ def write_folders(root: Path, seed: int) -> dict[str, np.ndarray]:
         Image.fromarray(tile).save(root / "testA" / f"region{k}.png")
         Image.fromarray(label_free(tile)).save(root / "testB" / f"region{k}.png")
     return {"he": he, "grey": np.stack([label_free(t) for t in he]),
-            "train_he": np.stack([train[i] for i in order[:half]])}
+            "train_he": np.stack([train[i] for i in a_tiles])}
 
 
 def oracle(train_he: np.ndarray, domain: Domain, bins: int = 256):
@@ -126,22 +139,28 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--epochs", type=int,
                    help="epochs at the constant rate, then as many decaying, of 100 steps "
-                        "(default: the cpu preset's 15 + 15)")
+                        "(default: the presets' 15 + 15)")
     p.add_argument("--seed", type=int, default=0, help="seeds the A/B split and the runs")
     p.add_argument("--only", default="", help="comma-separated variant numbers (1-based)")
+    p.add_argument("--pairs", action="store_true",
+                   help="train on registered pairs: every training tile in both domains "
+                        "(needed by the paired-context variant)")
     p.add_argument("--figure", type=Path, help="draw the test tiles coloured by each row here")
     args = p.parse_args()
 
     from stainvirt.training.trainer import train
 
-    chosen = [int(v) for v in args.only.split(",") if v] or range(1, len(VARIANTS) + 1)
+    chosen = [int(v) for v in args.only.split(",") if v] or [
+        n for n, (_, name, _) in enumerate(VARIANTS, 1) if args.pairs or "paired" not in name]
+    if not args.pairs and any("paired" in VARIANTS[n - 1][1] for n in chosen):
+        p.error("a paired preset needs --pairs")
     with tempfile.TemporaryDirectory(prefix="learns-labelfree-") as tmp:
         root = Path(tmp)
-        truth = write_folders(root / "images", args.seed)
+        truth = write_folders(root / "images", args.seed, args.pairs)
         data = root / "labelfree.npz"
         prepare(root / "images" / "trainA", root / "images" / "trainB", data,
                 test_a=root / "images" / "testA", test_b=root / "images" / "testB",
-                tile_size=TILE, min_tissue=0.0, progress=False)
+                tile_size=TILE, min_tissue=0.0, paired=args.pairs, progress=False)
         grey_domain = load_prepared(data).domains["B"]
         print(f"domain B: {grey_domain.describe()}")
         lum = truth["he"].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
@@ -155,9 +174,9 @@ def main() -> None:
         }
         a2b = {"inverted luminance": inverse}
         for number in chosen:
-            name, overrides = VARIANTS[number - 1]
+            name, preset_name, overrides = VARIANTS[number - 1]
             schedule = {"epochs": args.epochs, "epochs_decay": args.epochs} if args.epochs else {}
-            cfg = preset("cpu", seed=args.seed, **schedule, **overrides)
+            cfg = preset(preset_name, seed=args.seed, **schedule, **overrides)
             run_dir = root / f"run{number}"
             started = time.monotonic()
             result = train(data, run_dir, cfg, verbose=0)
@@ -168,7 +187,9 @@ def main() -> None:
             a2b[name] = run_model(run.load_generator("A2B"), truth["he"], rgb, grey_domain)
             print(f"{name}: {result.steps_done} steps in {minutes:.1f} min")
 
-    print(f"\ntest: {len(truth['he'])} tiles of {TILE} px, seed {args.seed}")
+    data_kind = "registered pairs" if args.pairs else "unpaired"
+    print(f"\ntest: {len(truth['he'])} tiles of {TILE} px, seed {args.seed}, "
+          f"trained on {data_kind}")
     print(f"{'B -> A (grey to H&E)':32}{'PSNR (dB)':>10}{'SSIM':>8}")
     for name, predicted in b2a.items():
         db, sim = scores(predicted, truth["he"], Domain())
