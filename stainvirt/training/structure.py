@@ -39,8 +39,6 @@ WINDOW = 11
 SIGMA = 1.5
 C2 = 0.03**2
 """SSIM's stabiliser of the contrast term, for images in [0, 1]."""
-C3 = C2 / 2
-"""SSIM's stabiliser of the structure term."""
 LUMINANCE = (0.299, 0.587, 0.114)
 HEMATOXYLIN = tuple(float(weight) for weight in hed_from_rgb[:, 0])
 """Hematoxylin column of Ruifrok & Johnston's inverse stain matrix."""
@@ -72,20 +70,6 @@ def hematoxylin(images: Any) -> Any:
     density = ops.log(images) / np.log(1.0 / 255)
     weights = ops.convert_to_tensor(HEMATOXYLIN, "float32")
     return ops.relu(ops.sum(density * weights, axis=-1, keepdims=True))
-
-
-def structure_similarity(x: Any, y: Any) -> Any:
-    """Mean SSIM structure term of two image batches ``(B, H, W, C)`` in [0, 1].
-
-    ``(cov_xy + C3) / (sigma_x sigma_y + C3)`` in each Gaussian window (no
-    padding), averaged over windows, channels and the batch: 1 where ``y`` is
-    ``a * x + b`` with ``a > 0``, near -1 with ``a < 0``, about 0 where they are
-    unrelated.
-    """
-    var_x, var_y, cov = _local_moments(x, y)
-    # The epsilon keeps sqrt's gradient finite in flat windows (where variance is 0).
-    sigmas = ops.sqrt(var_x + 1e-12) * ops.sqrt(var_y + 1e-12)
-    return ops.mean((cov + C3) / (sigmas + C3))
 
 
 def structure_loss(source: Any, translated: Any, channel: str = "grey") -> Any:
