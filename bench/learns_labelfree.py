@@ -30,8 +30,8 @@ the inverted luminance of the H&E.
     python bench/learns_labelfree.py                  # the presets' 3,000 steps per variant
     python bench/learns_labelfree.py --only 3,4       # the context preset, without and with
                                                       # the structure loss
-    python bench/learns_labelfree.py --pairs --only 5 # registered pairs (the same section
-                                                      # imaged before and after staining)
+    python bench/learns_labelfree.py --pairs --only 5,6  # registered pairs (the same section
+                                                         # imaged before and after staining)
     python bench/learns_labelfree.py --epochs 2       # a smoke run
     python bench/learns_labelfree.py --figure lf.png  # and draw the virtual H&E
 """
@@ -66,6 +66,7 @@ VARIANTS = [  # (row name, preset, config overrides)
     ("context preset", "context", {}),
     ("context + structure loss (1.0)", "context", {"lambda_structure": 1.0}),
     ("paired-context preset (pairs)", "paired-context", {}),
+    ("paired-context + structure (pairs)", "paired-context", {"lambda_structure": 1.0}),
 ]
 
 
@@ -187,9 +188,9 @@ def main() -> None:
             a2b[name] = run_model(run.load_generator("A2B"), truth["he"], rgb, grey_domain)
             print(f"{name}: {result.steps_done} steps in {minutes:.1f} min")
 
-    data_kind = "registered pairs" if args.pairs else "unpaired"
+    data_kind = "on registered pairs" if args.pairs else "unpaired"
     print(f"\ntest: {len(truth['he'])} tiles of {TILE} px, seed {args.seed}, "
-          f"trained on {data_kind}")
+          f"trained {data_kind}")
     print(f"{'B -> A (grey to H&E)':32}{'PSNR (dB)':>10}{'SSIM':>8}")
     for name, predicted in b2a.items():
         db, sim = scores(predicted, truth["he"], Domain())
