@@ -19,7 +19,9 @@ with the same seed; G_BA then colours the held-out regions (data/sample/testA
 made greyscale, 256 px tiles), scored against the true H&E with PSNR and SSIM
 (``stainvirt.evaluate.metrics``, uint8), and G_AB turns the H&E into greyscale,
 scored against the true grey (``stainvirt.evaluate.intensity.scores``: PSNR and
-SSIM on intensities scaled to [0, 1] by the domain's range).
+SSIM on intensities scaled to [0, 1] by the domain's range). For B -> A it also
+prints the sharpness: the mean absolute Laplacian of the grey output over that
+of the true H&E (below 1 blurrier), which tells a blur from detail.
 
 Baselines for B -> A: the grey image itself shown as RGB (the identity), its
 inverse (glass white, as in a brightfield image) and the per-pixel oracle: the
@@ -30,8 +32,8 @@ the inverted luminance of the H&E.
     python bench/learns_labelfree.py                  # the presets' 3,000 steps per variant
     python bench/learns_labelfree.py --only 3,4       # the context preset, without and with
                                                       # the structure loss
-    python bench/learns_labelfree.py --pairs --only 5,6  # registered pairs (the same section
-                                                         # imaged before and after staining)
+    python bench/learns_labelfree.py --pairs --only 5,6,7  # registered pairs (the same section
+                                                           # imaged before and after staining)
     python bench/learns_labelfree.py --epochs 2       # a smoke run
     python bench/learns_labelfree.py --figure lf.png  # and draw the virtual H&E
 """
@@ -48,6 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 from learns import SAMPLE, TILE, draw_tiles  # noqa: E402
+from learns_paired import detail  # noqa: E402
 from PIL import Image  # noqa: E402
 from skimage.color import rgb2hed  # noqa: E402
 
@@ -67,6 +70,8 @@ VARIANTS = [  # (row name, preset, config overrides)
     ("context + structure loss (1.0)", "context", {"lambda_structure": 1.0}),
     ("paired-context preset (pairs)", "paired-context", {}),
     ("paired-context + structure (pairs)", "paired-context", {"lambda_structure": 1.0}),
+    ("supervised-only plain L1 (pairs)", "paired-context",
+     {"lambda_adversarial": 0.0, "lambda_cycle": 0.0, "paired_levels": 1}),
 ]
 
 
@@ -191,14 +196,14 @@ def main() -> None:
     data_kind = "on registered pairs" if args.pairs else "unpaired"
     print(f"\ntest: {len(truth['he'])} tiles of {TILE} px, seed {args.seed}, "
           f"trained {data_kind}")
-    print(f"{'B -> A (grey to H&E)':32}{'PSNR (dB)':>10}{'SSIM':>8}")
+    print(f"{'B -> A (grey to H&E)':36}{'PSNR (dB)':>10}{'SSIM':>8}{'sharp':>8}")
     for name, predicted in b2a.items():
         db, sim = scores(predicted, truth["he"], Domain())
-        print(f"{name:32}{db:10.2f}{sim:8.3f}")
-    print(f"\n{'A -> B (H&E to grey)':32}{'PSNR (dB)':>10}{'SSIM':>8}")
+        print(f"{name:36}{db:10.2f}{sim:8.3f}{detail(predicted) / detail(truth['he']):8.3f}")
+    print(f"\n{'A -> B (H&E to grey)':36}{'PSNR (dB)':>10}{'SSIM':>8}")
     for name, predicted in a2b.items():
         db, sim = scores(predicted, grey, grey_domain)
-        print(f"{name:32}{db:10.2f}{sim:8.3f}")
+        print(f"{name:36}{db:10.2f}{sim:8.3f}")
     if args.figure:
         draw_tiles(args.figure, {**b2a, "true H&E": truth["he"]})
 
