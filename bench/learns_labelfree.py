@@ -150,7 +150,7 @@ def main() -> None:
     p.add_argument("--only", default="", help="comma-separated variant numbers (1-based)")
     p.add_argument("--pairs", action="store_true",
                    help="train on registered pairs: every training tile in both domains "
-                        "(needed by the paired-context variant)")
+                        "(needed by the paired-context variants)")
     p.add_argument("--figure", type=Path, help="draw the test tiles coloured by each row here")
     args = p.parse_args()
 
