@@ -128,6 +128,12 @@ def oracle(train_he: np.ndarray, domain: Domain, bins: int = 256):
     return apply
 
 
+def needs_pairs(number: int) -> bool:
+    """Whether variant ``number`` (1-based) has a supervised loss, which needs registered pairs."""
+    _, preset_name, overrides = VARIANTS[number - 1]
+    return preset(preset_name, **overrides).lambda_paired > 0
+
+
 def run_model(model, tiles: np.ndarray, source: Domain, target: Domain) -> np.ndarray:
     """A generator over tiles, one at a time: stored pixels in, stored pixels out."""
     return np.stack([target.from_net(model(source.to_net(t[None]), training=False))[0]
@@ -157,8 +163,8 @@ def main() -> None:
     from stainvirt.training.trainer import train
 
     chosen = [int(v) for v in args.only.split(",") if v] or [
-        n for n, (_, name, _) in enumerate(VARIANTS, 1) if args.pairs or "paired" not in name]
-    if not args.pairs and any("paired" in VARIANTS[n - 1][1] for n in chosen):
+        n for n in range(1, len(VARIANTS) + 1) if args.pairs or not needs_pairs(n)]
+    if not args.pairs and any(needs_pairs(n) for n in chosen):
         p.error("a paired preset needs --pairs")
     with tempfile.TemporaryDirectory(prefix="learns-labelfree-") as tmp:
         root = Path(tmp)
@@ -197,9 +203,10 @@ def main() -> None:
     print(f"\ntest: {len(truth['he'])} tiles of {TILE} px, seed {args.seed}, "
           f"trained {data_kind}")
     print(f"{'B -> A (grey to H&E)':36}{'PSNR (dB)':>10}{'SSIM':>8}{'sharp':>8}")
+    true_detail = detail(truth["he"])
     for name, predicted in b2a.items():
         db, sim = scores(predicted, truth["he"], Domain())
-        print(f"{name:36}{db:10.2f}{sim:8.3f}{detail(predicted) / detail(truth['he']):8.3f}")
+        print(f"{name:36}{db:10.2f}{sim:8.3f}{detail(predicted) / true_detail:8.3f}")
     print(f"\n{'A -> B (H&E to grey)':36}{'PSNR (dB)':>10}{'SSIM':>8}")
     for name, predicted in a2b.items():
         db, sim = scores(predicted, grey, grey_domain)
