@@ -16,8 +16,14 @@ training tiles put back at their positions; data/sample/trainA names them),
 so every tile follows one rule and no tile edge leaks into the mapping.
 
 Every fifth tile of the slide is held out for the test; the other 20 are
-split at random (seeded) into A and B halves, so A and B come from different
-tissue (unpaired); with --pairs all 20 go to both domains as registered pairs,
+halved into A and B, so A and B come from different tissue (unpaired). The
+halves are matched: the tiles sorted by the marker's share of their area and
+taken two by two, one of each two to A and the other to B by a seeded coin,
+so the marker covers about the same share of both, as it would in two
+samples of one tissue (--split random draws the halves at random, and the
+marker may then cover twice as much of one half as of the other: an
+unpaired model stains as much of A as B shows stained, whatever the rule).
+With --pairs all 20 go to both domains as registered pairs,
 and with --misregister each B partner is then shifted by 2-5 px and rotated by
 -3..3 degrees against its A tile, as adjacent sections are.
 The recipe trains for at most --minutes; G_AB then
@@ -70,6 +76,7 @@ from skimage.color import hed2rgb, rgb2hed  # noqa: E402
 
 from stainvirt.config import PRESETS, preset  # noqa: E402
 from stainvirt.evaluate.baselines import ReinhardTransfer  # noqa: E402
+from stainvirt.evaluate.metrics import dab_positive_mask  # noqa: E402
 from stainvirt.io.images import list_images, read_image  # noqa: E402
 from stainvirt.rundir import RunDir  # noqa: E402
 from stainvirt.tissue import tissue_mask  # noqa: E402
@@ -101,11 +108,6 @@ def marker(rgb: np.ndarray, weight: np.ndarray | float) -> np.ndarray:
     return to_rgb(hed2rgb(np.stack([hematoxylin, np.zeros_like(hematoxylin), dab], axis=-1)))
 
 
-def context_map(rgb: np.ndarray) -> np.ndarray:
-    """The known mapping: the marker only inside the compartment."""
-    return marker(rgb, compartment(rgb))
-
-
 def mosaic() -> tuple[np.ndarray, list[tuple[int, int]]]:
     """The training tiles back at their slide positions (glass between), and those positions."""
     files = list_images(SAMPLE / "trainA")
@@ -124,26 +126,65 @@ def cut(image: np.ndarray, y: int, x: int, margin: int = 0) -> np.ndarray:
     return image[y - margin : y + TILE + margin, x - margin : x + TILE + margin]
 
 
+def marker_share(weight: np.ndarray, tiles: list[tuple[int, int]]) -> float:
+    """Mean compartment weight of ``tiles``: the share of their area the marker stains."""
+    return float(np.mean([cut(weight, *at).mean() for at in tiles]))
+
+
+SPLITS = ("matched", "random", "b-more", "b-less")
+"""How the unpaired training tiles are halved into A and B (:func:`split_halves`)."""
+
+
+def split_halves(share: list[float], seed: int, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the A and B training tiles.
+
+    ``matched``: the tiles sorted by ``share`` (the marker's share of each
+    tile) and taken two by two, one of each two to A and the other to B by a
+    seeded coin, so both halves hold the marker in about the same share, as
+    two samples of one tissue would. ``random``: a seeded random half each, so
+    the marker may cover much more of one half than of the other. ``b-more``
+    and ``b-less``: B gets the half with the most (least) marker, to show what
+    a difference in prevalence between the two sets does.
+    """
+    rng = np.random.default_rng(seed)
+    half = len(share) // 2
+    by_share = np.argsort(share, kind="stable")
+    if split == "random":
+        order = rng.permutation(len(share))
+        return order[half:], order[:half]
+    if split in ("b-more", "b-less"):
+        low, high = by_share[:half], by_share[-half:]
+        return (low, high) if split == "b-more" else (high, low)
+    twos = by_share[: half * 2].reshape(-1, 2)
+    flip = rng.integers(0, 2, len(twos)).astype(bool)
+    twos[flip] = twos[flip, ::-1]
+    return twos[:, 0], twos[:, 1]
+
+
 def write_data(
-    out: Path, seed: int, pairs: bool = False, misregistered: bool = False
+    out: Path, seed: int, pairs: bool = False, misregistered: bool = False,
+    split: str = "matched",
 ) -> dict[str, np.ndarray]:
     """The unpaired data set (A: H&E tiles; B: the mapping of other tiles) and the test set.
 
-    Every fifth tile of the slide is held out for the test; the rest are split at
-    random (seeded) into A and B halves, or with ``pairs`` all of them go to both
-    domains as registered pairs (``misregistered``: each B partner shifted and
-    rotated by a few pixels). Test inputs carry a margin of the slide around
-    them, so the model sees the context the mapping saw.
+    Every fifth tile of the slide is held out for the test; the rest are split
+    (seeded, see :func:`split_halves`) into A and B halves, or with ``pairs`` all
+    of them go to both domains as registered pairs (``misregistered``: each B
+    partner shifted and rotated by a few pixels). Test inputs carry a margin of
+    the slide around them, so the model sees the context the mapping saw.
     """
     canvas, where = mosaic()
-    maps = {"A": canvas, "target": context_map(canvas), "everywhere": marker(canvas, 1.0),
+    weight = compartment(canvas)
+    maps = {"A": canvas, "target": marker(canvas, weight), "everywhere": marker(canvas, 1.0),
             "nowhere": marker(canvas, 0.0)}
     held = [i % 5 == 2 for i in range(len(where))]
     train = [w for w, h in zip(where, held, strict=True) if not h]
     test_at = [w for w, h in zip(where, held, strict=True) if h]
-    order = np.random.default_rng(seed).permutation(len(train))
-    half = len(train) // 2
-    a_tiles, b_tiles = (order, order) if pairs else (order[half:], order[:half])
+    if pairs:
+        a_tiles = b_tiles = np.random.default_rng(seed).permutation(len(train))
+    else:
+        share = [marker_share(weight, [at]) for at in train]
+        a_tiles, b_tiles = split_halves(share, seed, split)
     train_a = np.stack([cut(canvas, *train[i]) for i in a_tiles])
     train_b = np.stack([cut(maps["target"], *train[i]) for i in b_tiles])
     if misregistered:
@@ -156,6 +197,8 @@ def write_data(
     np.savez_compressed(out, trainA=train_a, trainB=train_b, testA=test["A"],
                         testB=test["target"], **(registered if pairs else {}))
     test["trainB"] = train_b
+    test["marker_share"] = np.array([marker_share(weight, [train[i] for i in tiles])
+                                     for tiles in (a_tiles, b_tiles)])
     return test
 
 
@@ -166,6 +209,11 @@ def main() -> None:
     add_set_option(p)
     add_keep_option(p)
     p.add_argument("--seed", type=int, default=0, help="seeds the A/B split and the run")
+    p.add_argument("--split", choices=SPLITS, default="matched",
+                   help="how the 20 training tiles are halved into A and B (unpaired): "
+                        "matched (default), so that the marker covers about the same share "
+                        "of both halves; random, as before 0.4.5; b-more or b-less, B the "
+                        "half with the most or least marker")
     p.add_argument("--pairs", action="store_true",
                    help="train on registered pairs (every training tile in both domains; "
                         "use with --preset paired or paired-context)")
@@ -189,7 +237,7 @@ def main() -> None:
     cfg = preset(args.preset, seed=args.seed, **overrides)
     with tempfile.TemporaryDirectory(prefix="learns-context-") as tmp:
         data = Path(tmp) / "context.npz"
-        test = write_data(data, args.seed, args.pairs, args.misregister)
+        test = write_data(data, args.seed, args.pairs, args.misregister, args.split)
         reinhard = ReinhardTransfer().fit(iter(test["trainB"]))
         rows = {
             "identity": test["A"],
@@ -205,11 +253,15 @@ def main() -> None:
         rows["trained G_AB"] = framed[:, MARGIN:-MARGIN, MARGIN:-MARGIN]
 
     changed = ", ".join(f"{k}={v}" for k, v in overrides.items()) or "none"
-    data_kind = "unpaired" if not args.pairs else (
+    data_kind = f"unpaired, {args.split} split" if not args.pairs else (
         "misregistered pairs" if args.misregister else "registered pairs")
     print(f"\npreset {args.preset} (overrides: {changed}), seed {args.seed}, {data_kind}: "
           f"{result.steps_done} steps in {minutes:.1f} min, stopped: {result.stopped}")
     print(f"test: {len(test['A'])} H&E tiles of {TILE} px against the context mapping")
+    if not args.pairs:
+        share_a, share_b = test["marker_share"]
+        print(f"{args.split} split: the marker covers {share_a:.1%} of the A training tiles' "
+              f"area (had they been mapped) and {share_b:.1%} of the B tiles'")
     print_scores(rows, test["target"])
     if args.figure:
         shown = {name: tiles for name, tiles in rows.items() if name != "identity"}
@@ -217,11 +269,18 @@ def main() -> None:
 
 
 def print_scores(rows: dict[str, np.ndarray], target: np.ndarray) -> None:
-    """One line of PSNR, SSIM, DAB r, DAB Dice and sharpness against ``target`` per row."""
-    print(f"{'':32}{'PSNR (dB)':>10}{'SSIM':>8}{'DAB r':>8}{'Dice':>8}{'sharp':>8}")
+    """PSNR, SSIM, DAB r, DAB Dice, sharpness against ``target`` and DAB-positive area, per row."""
+    print(f"{'':32}{'PSNR (dB)':>10}{'SSIM':>8}{'DAB r':>8}{'Dice':>8}{'sharp':>8}{'DAB+':>8}")
     for name, predicted in rows.items():
         db, sim, dab, overlap, sharp, _ = scores(predicted, target)
-        print(f"{name:32}{db:10.2f}{sim:8.3f}{dab:8.3f}{overlap:8.3f}{sharp:8.3f}")
+        print(f"{name:32}{db:10.2f}{sim:8.3f}{dab:8.3f}{overlap:8.3f}{sharp:8.3f}"
+              f"{positive_area(predicted):8.1%}")
+    print(f"{'target':32}{'':42}{positive_area(target):8.1%}")
+
+
+def positive_area(tiles: np.ndarray) -> float:
+    """Mean share of a tile's pixels that are DAB-positive."""
+    return float(np.mean([dab_positive_mask(tile).mean() for tile in tiles]))
 
 
 def check_metric(seed: int) -> None:
