@@ -124,6 +124,18 @@ def test_dab_correlation_with_itself_inverse_and_shuffle():
     assert abs(stain_correlation(img, shuffled, "dab")) < 0.1
 
 
+def test_black_pixels_read_as_the_darkest_grey_level():
+    # Strong enough that the darkest pixels round to 0 in a channel.
+    img = hed_image(wavy_dab() * 3, hematoxylin=0.1)
+    assert (img == 0).any()
+    noise = np.random.default_rng(0).integers(-2, 3, img.shape)
+    noisy = np.clip(img.astype(int) + noise, 0, 255).astype(np.uint8)
+    assert stain_correlation(img, noisy, "dab") > 0.9  # 0.52 with rgb2hed's own floor
+    black, darkest = np.zeros((1, 1, 3), np.uint8), np.ones((1, 1, 3), np.uint8)
+    for stain, od in stain_od(black).items():
+        np.testing.assert_array_equal(od, stain_od(darkest)[stain])
+
+
 def test_correlation_of_constant_maps():
     white = np.full((16, 16, 3), 255, np.uint8)  # DAB OD exactly 0 everywhere
     assert stain_correlation(white, white, "dab") == 1.0

@@ -15,7 +15,8 @@ Paired (--paired; registered data sets such as BCI or MIST): each source image
 is compared with the --target image of the same name (extension and a trailing
 _A/_B/_HE/_IHC tag ignored): PSNR and SSIM as the literature computes them
 (skimage.metrics, uint8, data_range=255, channel_axis=-1, 7x7 uniform window),
-and stain-channel agreement by colour deconvolution (rgb2hed): Pearson
+and stain-channel agreement by colour deconvolution (rgb2hed, black read
+as one grey level so that saturated pixels do not swamp the maps): Pearson
 correlation of the DAB and hematoxylin (A2B) or hematoxylin and eosin (B2A)
 optical-density maps, and the Dice overlap of the DAB-positive areas (A2B).
 

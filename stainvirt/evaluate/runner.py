@@ -380,7 +380,9 @@ def _metric_settings(
     if not target.is_rgb:
         settings["stain_metrics"] = STAINS_SKIPPED.format(domain=target.describe())
         return settings
-    settings["stain_deconvolution"] = "skimage.color.rgb2hed, Ruifrok & Johnston"
+    settings["stain_deconvolution"] = (
+        "skimage.color.rgb2hed, Ruifrok & Johnston; channels floored at one grey level"
+    )
     if paired:
         settings["stains_correlated"] = list(PAIRED_STAINS[direction])
         if direction == "A2B":
