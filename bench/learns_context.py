@@ -32,8 +32,7 @@ away after), scored against the mapping: PSNR, SSIM (skimage, uint8, 7x7) and
 DAB r (per-tile Pearson correlation of the DAB optical density, nan-aware
 mean), DAB Dice (overlap of the DAB-positive areas, the pixels whose DAB
 density is above stainvirt's positivity threshold, averaged over tiles: where
-the marker is, as a pathologist reads it; DAB r also counts the grey-level
-noise of pale pixels) and sharpness (mean absolute Laplacian of the grey output
+the marker is, as a pathologist reads it) and sharpness (mean absolute Laplacian of the grey output
 over the target's: below 1 is blurrier). Next to it: the per-pixel references, which
 cannot see the compartment ("marker everywhere": every cell brown; "no
 marker": every cell blue), the identity, and a Reinhard colour transfer
@@ -43,7 +42,7 @@ fitted on the B training tiles.
     python bench/learns_context.py --figure ctx.png    # and draw test tiles per row
     python bench/learns_context.py --preset paired-context --pairs
     python bench/learns_context.py --preset paired-context --pairs --misregister
-    python bench/learns_context.py --check-metric      # how close a DAB r of 0.8 is
+    python bench/learns_context.py --check-metric      # what a DAB r of 0.8 asks for
 """
 
 from __future__ import annotations
