@@ -7,7 +7,9 @@ Domain A (H&E), from the slide's full-resolution level, saved as JPEG (the slide
 itself stores JPEG tiles): 256x256 tiles that hold tissue from the upper part for
 training, and 512x512 regions from the bottom strip for testing, so no test
 pixel borders a training tile. Domain B (IHC): the 512x512 image's four 256x256
-quadrants, saved losslessly as PNG; the bottom-right one is held out.
+quadrants, saved losslessly as PNG; the top-left one, all epithelium, is held
+out, so the marker covers about half of the training quadrants' pixels, nearer
+the H&E tiles' share of epidermis than with it (data/README.md says why).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ def main(svs: str, ihc: str, out: Path = Path(__file__).parent / "sample") -> No
     rgb = read_image(ihc)
     half = rgb.shape[0] // 2
     for i, (y, x) in enumerate([(0, 0), (0, half), (half, 0), (half, half)]):
-        split = "testB" if i == 3 else "trainB"
+        split = "testB" if i == 0 else "trainB"
         _save(rgb[y : y + half, x : x + half], out / split / f"ihc_y{y:03d}_x{x:03d}.png")
 
 
