@@ -182,8 +182,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 # "no marker"; a cycle weight of 1 missed learns.py's 24 dB; bench/README.md).
 # learns.py 25.1 dB (cpu: 22.3); bench/learns_context.py, seeds 0 and 1: the marker
 # in place (DAB Dice 0.74 and 0.78), 0.35 dB below and 1.6 above "no marker". On the
-# bundled sample the epidermis turns brown and the dermis tan to golden, where cpu
-# leaves a pink tint: the demo trains it.
+# bundled sample the epidermis turns brown and the dermis cream to golden with the
+# run (bench/demo_stain.py), where cpu leaves a pink tint: the demo trains it.
 PRESETS["context"] = {
     **PRESETS["cpu"], "generator": "unet", "image_size": 96, "batch_size": 1,
     "norm_d": "none", "lr": 5e-4, "lr_d": 2.5e-4,
