@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
-from learns_context import compartment  # noqa: E402
+from learns_context import compartment, positive_area  # noqa: E402
 
 from stainvirt.evaluate.metrics import dab_positive_mask  # noqa: E402
 from stainvirt.io.images import list_images, read_image  # noqa: E402
@@ -58,8 +58,7 @@ def main() -> None:
     print_row("mean of the regions", np.mean(rows, axis=0))
     # The IHC's pale stroma fails the tissue test (bright, nearly grey): count every pixel.
     for split in ("trainB", "testB"):
-        share = np.mean([dab_positive_mask(read_image(f)).mean()
-                         for f in list_images(SAMPLE / split)])
+        share = positive_area([read_image(f) for f in list_images(SAMPLE / split)])
         print(f"the sample's {split} IHC tiles: {share:.1%} of all pixels DAB-positive")
 
 
