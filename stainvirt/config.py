@@ -56,6 +56,13 @@ class Config:
         False, "generators predict a change to their input, so they start as the identity "
                "(between domains of the same channel count; otherwise they predict the output)"
     )
+    residual_start: str = _field(
+        "input", "what a residual generator starts from and edits: its input (the identity), "
+                 "or the input's hematoxylin alone (RGB to RGB: an H&E starts as an IHC with no "
+                 "marker, blue nuclei on pale stroma, and the generator learns where to add the "
+                 "marker; an IHC starts without its DAB)",
+        choices=("input", "hematoxylin"),
+    )
     ndf: int = _field(64, "filters in the discriminators' first layer")
     n_layers_d: int = _field(3, "strided layers of the PatchGAN (3: 70x70 receptive field)")
     norm_d: str = _field(

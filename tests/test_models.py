@@ -1,10 +1,12 @@
 import keras
 import numpy as np
 import pytest
+from skimage.color import rgb_from_hed
 
 from stainvirt.config import Config, preset
 from stainvirt.errors import StainvirtError
 from stainvirt.models import (
+    HematoxylinOnly,
     ReflectionPadding2D,
     ResidualTanh,
     build_discriminator,
@@ -122,6 +124,35 @@ def test_residual_output_is_finite_at_saturated_pixels(tiny):
     np.testing.assert_allclose(y, 0.999 * x, atol=1e-3)
 
 
+def _stained(densities: np.ndarray) -> np.ndarray:
+    """RGB pixels in [-1, 1] of the given (hematoxylin, eosin, DAB) optical densities."""
+    return (2 * np.exp(-densities @ rgb_from_hed) - 1).astype("float32")
+
+
+def test_hematoxylin_only_keeps_the_hematoxylin_and_drops_eosin_and_dab():
+    hematoxylin, eosin, dab, both = _stained(
+        np.array([[0.8, 0, 0], [0, 0.8, 0], [0, 0, 0.8], [0.5, 0.6, 0]])
+    )
+    layer = HematoxylinOnly()
+    out = np.asarray(layer(np.stack([hematoxylin, eosin, dab, both])[None]))[0]
+    np.testing.assert_allclose(out[0], hematoxylin, atol=1e-4)
+    # Eosin and DAB alone become white glass; eosin over a nucleus leaves the nucleus.
+    np.testing.assert_allclose(out[1:3], 1.0, atol=1e-4)
+    np.testing.assert_allclose(out[3], _stained(np.array([0.5, 0, 0])), atol=1e-4)
+
+
+@pytest.mark.parametrize("generator", ["resnet", "unet"])
+def test_residual_start_hematoxylin_starts_as_the_counterstain_alone(tiny, generator):
+    x = _images(1, 32, 32)
+    cfg = tiny.replace(generator=generator, residual_output=True, residual_start="hematoxylin")
+    expected = np.asarray(HematoxylinOnly()(x))
+    assert np.abs(np.asarray(build_generator(cfg, name="G_BA")(x)) - expected).max() < 1e-2
+    assert np.abs(expected - x).max() > 0.5
+    # One channel has no stains to separate: such a generator starts as the identity.
+    grey = build_generator(cfg.replace(channels_a=1, channels_b=1), name="G_AB")
+    assert np.abs(np.asarray(grey(x[..., :1])) - x[..., :1]).max() < 1e-2
+
+
 def test_unet_dropout_is_opt_in_and_active_in_training_only(tiny):
     # Depth 6 has one extra ngf*8 level, where the reference puts dropout.
     cfg = tiny.replace(generator="unet", unet_depth=6, ngf=4, image_size=64)
@@ -191,6 +222,7 @@ def test_custom_layers_are_registered():
     get = keras.saving.get_registered_object
     assert get("stainvirt>ReflectionPadding2D") is ReflectionPadding2D
     assert get("stainvirt>ResidualTanh") is ResidualTanh
+    assert get("stainvirt>HematoxylinOnly") is HematoxylinOnly
     with pytest.raises(ValueError, match="scale"):
         ResidualTanh(scale=1.0)
 
@@ -207,9 +239,12 @@ def _perturbed(model: keras.Model) -> keras.Model:
     [
         lambda c: build_generator(c.replace(upsample="resize", residual_output=True), "G_AB"),
         lambda c: build_generator(c.replace(generator="unet"), "G_BA"),
+        lambda c: build_generator(
+            c.replace(generator="unet", residual_output=True, residual_start="hematoxylin"), "G_AB"
+        ),
         lambda c: build_discriminator(c, "D_A"),
     ],
-    ids=["resnet-resize-residual", "unet-transpose", "patchgan"],
+    ids=["resnet-resize-residual", "unet-transpose", "unet-hematoxylin-start", "patchgan"],
 )
 def test_keras_file_round_trip_without_custom_objects(tiny, tmp_path, build):
     model = _perturbed(build(tiny))

@@ -6,6 +6,12 @@ models load with plain ``keras.models.load_model``.
 
 from stainvirt.models.discriminators import build_discriminator
 from stainvirt.models.generators import build_generator
-from stainvirt.models.layers import ReflectionPadding2D, ResidualTanh
+from stainvirt.models.layers import HematoxylinOnly, ReflectionPadding2D, ResidualTanh
 
-__all__ = ["ReflectionPadding2D", "ResidualTanh", "build_discriminator", "build_generator"]
+__all__ = [
+    "HematoxylinOnly",
+    "ReflectionPadding2D",
+    "ResidualTanh",
+    "build_discriminator",
+    "build_generator",
+]

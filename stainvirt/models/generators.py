@@ -18,6 +18,7 @@ import keras
 from stainvirt.config import Config
 from stainvirt.errors import StainvirtError
 from stainvirt.models.layers import (
+    HematoxylinOnly,
     ResidualTanh,
     WeightInit,
     instance_norm,
@@ -182,5 +183,7 @@ def _output_head(image: Any, delta: Any, cfg: Config) -> Any:
     """Squash the last conv's output into an image; float32 so mixed precision stays stable."""
     # Between domains of different channel counts there is no identity to start from.
     if cfg.residual_output and image.shape[-1] == delta.shape[-1]:
+        if cfg.residual_start == "hematoxylin" and image.shape[-1] == 3:
+            image = HematoxylinOnly(dtype="float32", name="hematoxylin_only")(image)
         return ResidualTanh(dtype="float32", name="residual_tanh")([image, delta])
     return keras.layers.Activation("tanh", dtype="float32", name="tanh")(delta)

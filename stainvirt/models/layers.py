@@ -10,7 +10,9 @@ import random
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
+from skimage.color import hed_from_rgb, rgb_from_hed
 
 from stainvirt.models.winograd import WINOGRAD_MIN_CHANNELS, WinogradConv2D
 
@@ -84,6 +86,35 @@ class ResidualTanh(keras.layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "scale": self.scale}
+
+
+@keras.saving.register_keras_serializable(package="stainvirt")
+class HematoxylinOnly(keras.layers.Layer):
+    """An RGB image with its hematoxylin alone: the eosin, DAB or other stain taken out.
+
+    Colour deconvolution (Ruifrok & Johnston, as ``skimage.color.rgb2hed``)
+    splits each pixel's optical density into hematoxylin, eosin and DAB; the
+    image is drawn again from the hematoxylin density only. An H&E becomes
+    blue nuclei on near-white stroma, as an IHC with no marker; an IHC loses
+    its DAB. Images are in [-1, 1]; intensities are floored at 1/255 so black
+    pixels keep a finite density.
+    """
+
+    def call(self, inputs: Any) -> Any:
+        density = hematoxylin_density((ops.cast(inputs, "float32") + 1.0) / 2.0)
+        colour = ops.convert_to_tensor(rgb_from_hed[:1].astype(np.float32))
+        return 2.0 * ops.exp(-ops.matmul(density, colour)) - 1.0
+
+
+def hematoxylin_density(images: Any) -> Any:
+    """Hematoxylin optical density ``(B, H, W, 1)`` (natural log) of RGB images in [0, 1].
+
+    Colour deconvolution as ``skimage.color.rgb2hed`` (up to scale), in float32,
+    with the intensity floored at 1/255 so that black pixels keep a finite gradient.
+    """
+    intensity = ops.maximum(ops.cast(images, "float32"), 1.0 / 255)
+    column = ops.convert_to_tensor(hed_from_rgb[:, :1].astype(np.float32))
+    return ops.relu(ops.matmul(-ops.log(intensity), column))
 
 
 class WeightInit:

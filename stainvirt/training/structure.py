@@ -32,7 +32,8 @@ from typing import Any
 
 import numpy as np
 from keras import ops
-from skimage.color import hed_from_rgb
+
+from stainvirt.models.layers import hematoxylin_density
 
 WINDOW = 11
 """Side of the Gaussian window (sigma 1.5) the local statistics are taken over."""
@@ -40,8 +41,6 @@ SIGMA = 1.5
 C2 = 0.03**2
 """SSIM's stabiliser of the contrast term, for images in [0, 1]."""
 LUMINANCE = (0.299, 0.587, 0.114)
-HEMATOXYLIN = tuple(float(weight) for weight in hed_from_rgb[:, 0])
-"""Hematoxylin column of Ruifrok & Johnston's inverse stain matrix."""
 
 
 def grey(images: Any) -> Any:
@@ -63,13 +62,10 @@ def grey(images: Any) -> Any:
 def hematoxylin(images: Any) -> Any:
     """Hematoxylin optical density ``(B, H, W, 1)`` of RGB images in [0, 1], in float32.
 
-    Colour deconvolution as ``skimage.color.rgb2hed`` (up to scale), with the
-    intensity floored at 1/255 so that black pixels keep a finite gradient.
+    :func:`~stainvirt.models.layers.hematoxylin_density` divided by ln 255, so that
+    each channel's optical density runs from 0 (white) to 1 (black).
     """
-    images = ops.maximum(ops.cast(images, "float32"), 1.0 / 255)
-    density = ops.log(images) / np.log(1.0 / 255)
-    weights = ops.convert_to_tensor(HEMATOXYLIN, "float32")
-    return ops.relu(ops.sum(density * weights, axis=-1, keepdims=True))
+    return hematoxylin_density(images) / np.log(255.0)
 
 
 def structure_loss(source: Any, translated: Any, channel: str = "grey") -> Any:
