@@ -132,7 +132,7 @@ def test_a_paired_loss_without_pairs_is_a_clear_error(data_path, tmp_path):
     assert preset("paired").lambda_paired > 0 and preset("paired-context").lambda_paired > 0
 
 
-@pytest.mark.parametrize("name", ["paired-context", "context"])
+@pytest.mark.parametrize("name", ["paired-context", "context", "counterstain"])
 def test_the_context_presets_train_their_unet(name, paired_data, tmp_path):
     # Each preset's recipe at a size the test tiles hold, with few filters and steps
     # (the unpaired one ignores the pairs).
@@ -148,3 +148,7 @@ def test_the_context_presets_train_their_unet(name, paired_data, tmp_path):
     rows = run.read_history()
     assert rows and all(np.isfinite(row["G"]) for row in rows)
     assert all(row["G_AB_pair"] > 0 for row in rows) == (name == "paired-context")
+    # counterstain starts from the hematoxylin, with the identity loss on.
+    counterstain = name == "counterstain"
+    assert any(layer.name == "hematoxylin_only" for layer in g.layers) == counterstain
+    assert all(row["G_AB_idt"] > 0 for row in rows) == counterstain
