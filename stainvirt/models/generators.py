@@ -31,7 +31,7 @@ def build_generator(cfg: Config, name: str = "G_AB") -> keras.Model:
 
     Args:
         cfg: Reads ``generator``, ``ngf``, ``n_blocks``, ``unet_depth``,
-            ``upsample``, ``residual_output`` and ``seed``.
+            ``upsample``, ``residual_output``, ``residual_start`` and ``seed``.
         name: Model name: ``G_AB`` (the paper's G) or ``G_BA`` (the paper's F).
 
     Returns:
