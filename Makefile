@@ -22,7 +22,7 @@ TRAIN_ARGS ?= $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(MINUTES),--max-minutes $
 # Translation and evaluation use RUN, by default the run folder under runs/ trained last.
 RUN ?= $(shell $(BIN)/python -c 'from stainvirt.rundir import RunDir; r = RunDir.latest("runs"); print(r.path if r else "")' 2>/dev/null)
 OUT ?= out
-DEMO_MINUTES ?= 7
+DEMO_MINUTES ?= 10
 
 .DEFAULT_GOAL := help
 .PHONY: help setup gpu demo test prepare-data train translate evaluate notebooks notebooks-update lint clean
@@ -49,7 +49,7 @@ gpu: $(VENV)/.installed ## swap the CPU-only TensorFlow in .venv for the CUDA bu
 demo: $(VENV)/.installed ## prepare -> train a few minutes -> translate -> figures, on the sample data
 	$(MAKE) --no-print-directory prepare-data
 	$(BIN)/stainvirt train --data $(DATA) --out runs/demo --max-minutes $(DEMO_MINUTES) \
-	    $(if $(wildcard runs/demo/config.json),,--preset context)
+	    $(if $(wildcard runs/demo/config.json),,--preset counterstain)
 	$(BIN)/stainvirt translate --direction A2B --model runs/demo $(TEST_A) \
 	    --out $(OUT)/demo/A2B --figure $(OUT)/demo/A2B_figure.png
 	$(BIN)/stainvirt translate --direction B2A --model runs/demo $(TEST_B) \

@@ -1,6 +1,6 @@
 """Is the demo's virtual IHC a stain or a tint? Prints figures; not a test.
 
-`make demo` trains the `context` preset on the bundled sample (skin H&E, colon
+`make demo` trains the `counterstain` preset on the bundled sample (skin H&E, colon
 IHC) and translates the two held-out H&E regions into out/demo/A2B/. There is
 no true IHC of those regions, so this reads what a pathologist would look at:
 where the brown goes. A stain browns some tissue and leaves the rest; a tint

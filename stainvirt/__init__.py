@@ -5,4 +5,4 @@ Domain A is H&E, domain B is IHC. The pipeline is ``prepare`` (pack tiles into a
 of this package and a ``stainvirt`` subcommand.
 """
 
-__version__ = "0.4.8"
+__version__ = "0.4.9"

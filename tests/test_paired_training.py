@@ -135,7 +135,7 @@ def test_a_paired_loss_without_pairs_is_a_clear_error(data_path, tmp_path):
 @pytest.mark.parametrize("name", ["paired-context", "context", "counterstain"])
 def test_the_context_presets_train_their_unet(name, paired_data, tmp_path):
     # Each preset's recipe at a size the test tiles hold, with few filters and steps
-    # (the unpaired one ignores the pairs).
+    # (the unpaired ones ignore the pairs).
     cfg = preset(name, image_size=64, ngf=4, ndf=4, steps_per_epoch=2, epochs=1, epochs_decay=0)
     result = train(paired_data, tmp_path / "run", cfg, verbose=0)
     run = RunDir(tmp_path / "run")

@@ -19,9 +19,10 @@ decaying learning rate.
 
 Presets: 'cpu' (default: fits 2 CPU cores, learns a colour mapping in minutes),
 'context' (unpaired, with 96 px crops and a U-Net that see the tissue around a
-cell; the demo's), 'counterstain' (context with generators that start from the input's
-hematoxylin alone, so an H&E starts as an IHC with no marker: for a marker on a
-hematoxylin counterstain that leaves most tissue unstained),
+cell), 'counterstain' (context with generators that start from the input's
+hematoxylin alone, so an H&E starts as an IHC with no marker, and a stronger identity
+loss: for a marker on a hematoxylin counterstain that leaves most tissue unstained;
+the demo's),
 'paired' (the cpu recipe plus supervision from registered pairs: a data set
 prepared with --paired), 'paired-context' (paired, with 96 px crops and a
 U-Net that see the tissue around a cell: for a marker that stains one
